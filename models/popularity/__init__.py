@@ -1,0 +1,3 @@
+from models.popularity.model import PopularityConfig, PopularityEngine
+
+__all__ = ["PopularityConfig", "PopularityEngine"]
