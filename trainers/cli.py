@@ -48,7 +48,7 @@ def app(argv: list[str] | None = None) -> int:
             return 2
         raise
     result = mod.main(rest)
-    return int(result or 0)
+    return result if isinstance(result, int) else 0
 
 
 def main() -> None:
