@@ -141,7 +141,8 @@ def load_rees46(
         tracker = _LineTracker()
         file_report = BadRowReport()
         pos = 0
-        for chunk in _read_csv_chunks(f, chunksize, file_report, tracker, usecols=list(REES46_COLUMNS)):
+        # No usecols: with it pandas silently truncates rows that have extra fields.
+        for chunk in _read_csv_chunks(f, chunksize, file_report, tracker):
             n = len(chunk)
             lines = tracker.lines_of(np.arange(pos, pos + n, dtype=np.int64))
             pos += n

@@ -1,0 +1,48 @@
+"""Options every job shares: where the data is and how to read it."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from recdata.loaders import FORMATS
+from recdata.schema import DataError
+
+
+def add_data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    g = p.add_argument_group("data")
+    g.add_argument("--format", dest="fmt", choices=FORMATS, default="sasrec" if not required else None,
+                   required=required, help="input format")
+    g.add_argument("--path", required=required, help="file or folder of the event log")
+    g.add_argument("--map", action="append", default=[], metavar="OURS=THEIRS",
+                   help="csv format: column mapping, e.g. --map user=customer_id --map item=sku "
+                        "(ours: user item ts event title brand category price)")
+    g.add_argument("--event-map", action="append", default=[], metavar="THEIRS=OURS",
+                   help="csv format: rename event values to view/cart/purchase, e.g. add_to_cart=cart")
+
+
+def _pairs(items: list[str], what: str) -> dict[str, str]:
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise DataError(f"{what} entry {item!r} must look like name=value")
+        k, v = item.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+def load_kwargs(args: argparse.Namespace) -> dict:
+    """Loader keyword arguments implied by the CLI options (only the csv format takes mappings)."""
+    if args.fmt != "csv":
+        if args.map or args.event_map:
+            raise DataError("--map/--event-map apply to --format csv only")
+        return {}
+    kw = {"mapping": _pairs(args.map, "--map")}
+    if args.event_map:
+        kw["event_map"] = _pairs(args.event_map, "--event-map")
+    return kw
+
+
+def prepared_cache() -> Path:
+    from trainers.tracking import work_dir
+
+    return work_dir() / "prepared"

@@ -1,0 +1,79 @@
+"""`recsys data stats|prepare|synth`: look at an event log, cache it prepared, or make one.
+
+    recsys data stats --format rees46 --path ../shared/data/rees46-oct2019-head [--json]
+    recsys data prepare --format sasrec --path ../shared/data/ml-1m [--split loo|users]
+    recsys data synth --users 2000 --out .recsys/synthetic.csv
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from recdata.schema import DataError
+from trainers.common import add_data_args, load_kwargs, prepared_cache
+
+
+def stats(args: argparse.Namespace) -> int:
+    from recdata.loaders import load
+
+    log = load(args.fmt, args.path, **load_kwargs(args))
+    s = log.stats()
+    print(f"source        {s['source']}")
+    print(f"rows read     {s['rows_read']:,}")
+    print(f"users         {s['users']:,}")
+    print(f"items         {s['items']:,} with events ({s['catalog_items']:,} in the item table)")
+    print(f"interactions  {s['interactions']:,}")
+    for name, n in s["event_types"].items():
+        print(f"  {name:<11} {n:,}")
+    print(log.bad_rows.summary())
+    if args.json:
+        print(json.dumps({k: s[k] for k in ("users", "items", "interactions", "bad_rows", "event_types",
+                                            "rows_read", "bad_row_reasons")}))
+    return 0
+
+
+def prepare_cmd(args: argparse.Namespace) -> int:
+    from recdata.dataset import prepare
+
+    ds = prepare(args.fmt, args.path, cache_dir=args.cache or prepared_cache(), split=args.split,
+                 **load_kwargs(args))
+    m = ds.meta
+    print(f"prepared {m['users']:,} users, {m['items']:,} items, {m['interactions_encoded']:,} interactions "
+          f"({m['split']} split) -> {(args.cache or prepared_cache()) / m['fingerprint']}")
+    return 0
+
+
+def synth(args: argparse.Namespace) -> int:
+    from recdata import synthetic
+
+    return synthetic.main(args.rest)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="recsys data", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("stats", help="users, items, interactions, event types and the bad-row report")
+    add_data_args(s)
+    s.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
+    s.set_defaults(func=stats)
+    pr = sub.add_parser("prepare", help="encode + split + cache as Parquet")
+    add_data_args(pr)
+    pr.add_argument("--split", choices=("loo", "users"), default="loo")
+    pr.add_argument("--cache", type=lambda x: __import__("pathlib").Path(x), default=None)
+    pr.set_defaults(func=prepare_cmd)
+    sy = sub.add_parser("synth", help="synthetic REES46-schema log (options: see recdata.synthetic)",
+                        add_help=False)
+    sy.add_argument("rest", nargs=argparse.REMAINDER)
+    sy.set_defaults(func=synth)
+    args = p.parse_args(argv)
+    try:
+        return args.func(args)
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,239 @@
+"""The whole training run as one Ray job.
+
+    python -m trainers.pipeline --format rees46 --path events/ [--config pipeline.yaml]
+    ray job submit --working-dir . -- python -m trainers.pipeline --format sasrec --path ...
+
+Stages (each a Ray task with its CPU/GPU needs declared, so on a cluster they land where they fit):
+
+    prepare ──► popularity ─┐
+            ├─► vae ────────┤
+            ├─► content ────┼──► dqn (simulator calibrated on the prepared data + engine scores)
+            └─► sasrec ─────┘
+
+The engine stages run in parallel. Every stage logs a child MLflow run under one parent run and
+registers its artifact (`models:/<engine>@champion`). Rerunning resumes: a stage whose inputs
+(data fingerprint, its config, its upstream outputs) are unchanged is skipped and its recorded
+outputs reused -- the record lives in `$RECSYS_HOME/pipeline/<stage>.json`.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import importlib
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from recdata.schema import DataError
+from trainers.common import add_data_args, load_kwargs
+
+
+@dataclass
+class StageSpec:
+    """One pipeline stage: `module:function(ctx) -> outputs dict`, and what it needs to run."""
+
+    name: str
+    target: str
+    needs: tuple[str, ...] = ()
+    num_cpus: float = 1
+    num_gpus: float = 0
+    env: dict[str, str] = field(default_factory=dict)
+
+
+# The DQN stage sets RLLIB_TEST_NO_TF_IMPORT: RLlib would otherwise import TensorFlow (+1 GB, +5 s).
+STAGES = (
+    StageSpec("prepare", "trainers.pipeline:prepare_stage", num_cpus=1),
+    StageSpec("popularity", "trainers.train_popularity:pipeline_stage", ("prepare",), num_cpus=0.25),
+    StageSpec("vae", "trainers.train_vae:pipeline_stage", ("prepare",), num_cpus=1),
+    StageSpec("content", "trainers.train_content:pipeline_stage", ("prepare",), num_cpus=1),
+    StageSpec("sasrec", "trainers.train_sasrec:pipeline_stage", ("prepare",), num_cpus=1),
+    StageSpec("dqn", "trainers.train_dqn:pipeline_stage", ("prepare", "popularity", "vae", "content", "sasrec"),
+              num_cpus=1, env={"RLLIB_TEST_NO_TF_IMPORT": "1"}),
+)
+
+
+@dataclass
+class PipelineConfig:
+    """Per-stage options; each stage's section is passed to that stage's config dataclass."""
+
+    stages: list[str] = field(default_factory=lambda: [s.name for s in STAGES])
+    """Stages to run (their upstream stages are added automatically)."""
+    popularity: dict = field(default_factory=dict)
+    """PopularityConfig fields."""
+    vae: dict = field(default_factory=dict)
+    """VAE engine config fields."""
+    content: dict = field(default_factory=dict)
+    """Content engine config fields."""
+    sasrec: dict = field(default_factory=dict)
+    """SASRec config fields."""
+    dqn: dict = field(default_factory=dict)
+    """DQN training options."""
+
+
+@dataclass
+class StageContext:
+    """What a stage function receives (picklable: it travels to a Ray worker)."""
+
+    name: str
+    data: dict[str, Any]
+    """fmt, path, load options, and (after prepare) `dataset_dir`."""
+    options: dict
+    upstream: dict[str, dict]
+    work_dir: str
+    parent_run_id: str | None
+    tracking_uri: str
+
+
+def prepare_stage(ctx: StageContext) -> dict:
+    from recdata.dataset import prepare
+
+    ds = prepare(ctx.data["fmt"], ctx.data["path"], cache_dir=Path(ctx.work_dir) / "prepared",
+                 **ctx.data.get("load_kwargs", {}))
+    return {"dataset_dir": str(Path(ctx.work_dir) / "prepared" / ds.meta["fingerprint"]),
+            "fingerprint": ds.meta["fingerprint"], "users": ds.meta["users"], "items": ds.meta["items"],
+            "interactions": ds.meta["interactions_encoded"], "bad_rows": ds.meta["bad_rows"]}
+
+
+def _run_stage(spec: StageSpec, ctx: StageContext) -> dict:
+    """Runs inside a Ray worker: child MLflow run under the parent, then the stage function."""
+    os.environ["MLFLOW_TRACKING_URI"] = ctx.tracking_uri
+    os.environ["RECSYS_HOME"] = ctx.work_dir
+    module, func = spec.target.split(":")
+    fn = getattr(importlib.import_module(module), func)
+    t0 = time.perf_counter()
+    if ctx.parent_run_id is None:
+        out = fn(ctx)
+    else:
+        import mlflow
+
+        from trainers import tracking
+
+        with mlflow.start_run(run_name=spec.name, parent_run_id=ctx.parent_run_id,
+                              experiment_id=tracking.experiment_id("pipeline")):
+            out = fn(ctx)
+    out["seconds"] = round(time.perf_counter() - t0, 2)
+    return out
+
+
+def _fingerprint(spec: StageSpec, ctx: StageContext) -> str:
+    payload = {"stage": spec.target, "data": ctx.data if spec.name == "prepare" else None,
+               "options": ctx.options, "upstream": {k: v.get("fingerprint") for k, v in ctx.upstream.items()}}
+    if spec.name == "prepare":
+        from recdata.dataset import source_fingerprint
+
+        # Size + mtime of the input files: an edited log re-runs everything downstream.
+        payload["files"] = source_fingerprint(ctx.data["fmt"], ctx.data["path"], **ctx.data.get("load_kwargs", {}))
+    else:
+        payload["dataset"] = ctx.upstream.get("prepare", {}).get("fingerprint")
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _with_upstream(names: list[str]) -> list[StageSpec]:
+    by_name = {s.name: s for s in STAGES}
+    unknown = sorted(set(names) - set(by_name))
+    if unknown:
+        raise ValueError(f"unknown stage(s) {unknown}; stages: {[s.name for s in STAGES]}")
+    wanted, todo = set(), list(names)
+    while todo:
+        n = todo.pop()
+        if n not in wanted:
+            wanted.add(n)
+            todo.extend(by_name[n].needs)
+    return [s for s in STAGES if s.name in wanted]
+
+
+def run_pipeline(data: dict, config: PipelineConfig, force: bool = False, address: str | None = None) -> dict:
+    import ray
+
+    from trainers import tracking
+
+    work = tracking.work_dir()
+    record_dir = work / "pipeline"
+    record_dir.mkdir(parents=True, exist_ok=True)
+    specs = _with_upstream(config.stages)
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, logging_level="WARNING",
+                 runtime_env={"env_vars": {"RECSYS_HOME": str(work), "MLFLOW_TRACKING_URI": tracking.tracking_uri()}})
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking.tracking_uri())
+    outputs: dict[str, dict] = {}
+    with tracking.run("pipeline", run_name=f"pipeline-{data['fmt']}") as parent:
+        tracking.log_params({"format": data["fmt"], "path": data["path"], "stages": ",".join(s.name for s in specs)})
+        pending: dict[Any, tuple[StageSpec, StageContext, str]] = {}
+        remaining = list(specs)
+        while remaining or pending:
+            while ready := [s for s in remaining if all(n in outputs for n in s.needs)]:
+                spec = ready[0]
+                remaining.remove(spec)
+                ctx = StageContext(spec.name, {**data, **outputs.get("prepare", {})}, getattr(config, spec.name, {})
+                                   if spec.name != "prepare" else {}, {n: outputs[n] for n in spec.needs},
+                                   str(work), parent.info.run_id, tracking.tracking_uri())
+                fp = _fingerprint(spec, ctx)
+                record = record_dir / f"{spec.name}.json"
+                if not force and record.exists():
+                    saved = json.loads(record.read_text())
+                    if saved.get("fingerprint") == fp:
+                        outputs[spec.name] = saved
+                        print(f"[pipeline] {spec.name:<10} unchanged inputs, skipped (from {record})", flush=True)
+                        continue
+                task = ray.remote(_run_stage).options(
+                    num_cpus=spec.num_cpus, num_gpus=spec.num_gpus, name=f"stage:{spec.name}",
+                    runtime_env={"env_vars": spec.env} if spec.env else None,
+                ).remote(spec, ctx)
+                pending[task] = (spec, ctx, fp)
+                print(f"[pipeline] {spec.name:<10} started ({spec.num_cpus} CPU)", flush=True)
+            if not pending:
+                if remaining:
+                    raise RuntimeError(f"stages {[s.name for s in remaining]} cannot start")
+                break
+            done, _ = ray.wait(list(pending), num_returns=1)
+            spec, ctx, fp = pending.pop(done[0])
+            out = ray.get(done[0])  # a stage's exception surfaces here, with its traceback
+            out["fingerprint"] = fp
+            outputs[spec.name] = out
+            (record_dir / f"{spec.name}.json").write_text(json.dumps(out, indent=2, default=str))
+            summary = {k: v for k, v in out.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+            tracking.log_metrics(summary, prefix=f"{spec.name}.")
+            print(f"[pipeline] {spec.name:<10} done in {out['seconds']} s  {json.dumps(summary)[:200]}", flush=True)
+    return outputs
+
+
+def load_pipeline_config(path: str | None) -> PipelineConfig:
+    from models.base import load_config
+
+    return load_config(PipelineConfig, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="recsys pipeline", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_data_args(p)
+    p.add_argument("--config", help="pipeline YAML: stages + one section per stage")
+    p.add_argument("--stages", help="comma-separated subset of stages (upstream stages are added)")
+    p.add_argument("--force", action="store_true", help="rerun every stage even if its inputs are unchanged")
+    p.add_argument("--address", help="Ray address (default: the job's cluster, or a new local one)")
+    args = p.parse_args(argv)
+    try:
+        config = load_pipeline_config(args.config)
+        if args.stages:
+            config = dataclasses.replace(config, stages=[s.strip() for s in args.stages.split(",")])
+        data = {"fmt": args.fmt, "path": str(Path(args.path).resolve()), "load_kwargs": load_kwargs(args)}
+        outputs = run_pipeline(data, config, force=args.force, address=args.address)
+    except (DataError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps({name: {k: v for k, v in out.items() if k != "fingerprint"} for name, out in outputs.items()},
+                     default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
