@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import scipy.sparse as sp
 
 from models.popularity import PopularityEngine
 from models.vae import VAEConfig, VAEEngine, to_cornac
@@ -43,11 +44,13 @@ class EaseScorer:
         return self
 
     def score(self, batch: HistoryBatch) -> np.ndarray:
-        x = np.zeros((len(batch), self.n_items), np.float32)
         w = self.weights.as_array()
-        for b, (items, events) in enumerate(zip(batch.items, batch.events)):
-            np.maximum.at(x[b], items, w[events])
-        return x @ self.B
+        rows = np.repeat(np.arange(len(batch)), [len(i) for i in batch.items])
+        cols = np.concatenate(batch.items) if len(rows) else np.empty(0, np.int64)
+        vals = w[np.concatenate(batch.events).astype(np.int64)] if len(rows) else np.empty(0, np.float32)
+        x = sp.coo_matrix((vals, (rows, cols)), shape=(len(batch), self.n_items)).tocsr()
+        x.data = np.minimum(x.data, w.max())    # a repeated item counts once, at most the strongest weight
+        return np.asarray(x @ self.B)            # sparse [B, n_items] x dense [n_items, n_items]
 
 
 def run_protocol(ds: PreparedDataset, cfg: VAEConfig, lambdas, label: str, log) -> dict[str, dict]:

@@ -1,3 +1,3 @@
-from models.vae.model import VAEConfig, VAEEngine, interaction_matrix, to_cornac
+from models.vae.model import VAEConfig, VAEEngine, interaction_matrix, to_cornac, tune_epochs
 
-__all__ = ["VAEConfig", "VAEEngine", "interaction_matrix", "to_cornac"]
+__all__ = ["VAEConfig", "VAEEngine", "interaction_matrix", "to_cornac", "tune_epochs"]

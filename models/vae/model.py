@@ -171,40 +171,46 @@ class VAEEngine(Engine):
 
     # -- training -----------------------------------------------------------------------------
     def fit(self, train: Interactions, val: Interactions | None = None, on_epoch=None) -> "VAEEngine":
+        """Train for `config.epochs`; with `val`, keep the epoch with the best validation Recall@20."""
+        for row in self.train_epochs(train, val):
+            if on_epoch:
+                on_epoch(row)
+        return self
+
+    def train_epochs(self, train: Interactions, val: Interactions | None = None, start_epoch: int = 0):
+        """Generator: trains one epoch per step and yields its log row ({epoch, loss, beta} plus
+        `val_*` metrics every `eval_every` epochs). `self.params` always holds the weights to serve
+        (the best validated epoch so far). `start_epoch` > 0 continues from `self.params`."""
         import torch
         from cornac.models import VAECF
+        from cornac.models.vaecf.vaecf import VAE
 
         c = self.config
         if self.catalog is not None and train.n_items != self.n_items:
             raise ValueError(f"train has {train.n_items} items but the catalog {self.n_items}")
-        torch.manual_seed(c.seed)
+        torch.manual_seed(c.seed + start_epoch)
         data = to_cornac(train, c.weights)
         self.cornac_model = VAECF(
             k=c.latent, autoencoder_structure=list(c.hidden), act_fn=c.act_fn, likelihood=c.likelihood,
             n_epochs=c.epochs, batch_size=c.batch_size, learning_rate=c.lr, beta=c.beta_max, seed=c.seed,
         )
-        if c.recipe == "cornac":
+        if c.recipe == "cornac":  # cornac's own loop, as shipped
             self.cornac_model.fit(data)
             self.params = _numpy_state(self.cornac_model.vae)
-        else:
-            from cornac.models.vaecf.vaecf import VAE
-
-            self.cornac_model.vae = VAE(c.latent, [train.n_items] + list(c.hidden), c.act_fn, c.likelihood)
-            self._learn(self.cornac_model.vae, data.matrix.astype(np.float32), val, train, on_epoch)
-        return self
-
-    def _learn(self, vae, X: sp.csr_matrix, val, train, on_epoch) -> None:
-        import torch
-
-        c = self.config
-        rng = np.random.default_rng(c.seed)
+            yield {"epoch": c.epochs}
+            return
+        vae = self.cornac_model.vae = VAE(c.latent, [train.n_items] + list(c.hidden), c.act_fn, c.likelihood)
+        if start_epoch and self.params is not None:
+            vae.load_state_dict({k: torch.from_numpy(v) for k, v in self.params.items()})
+        X = data.matrix.astype(np.float32)                             # [n_users, n_items] weights
+        rng = np.random.default_rng(c.seed + start_epoch)
         opt = torch.optim.Adam(vae.parameters(), lr=c.lr, weight_decay=c.weight_decay)
         users = np.flatnonzero(np.diff(X.indptr) > 0)                  # users with any training event
         steps_per_epoch = -(-len(users) // c.batch_size)
         anneal = c.anneal_steps or max(1, steps_per_epoch * c.epochs)
         val_set = self._validation_set(X, val) if val is not None and len(val) else None
-        best, step = -1.0, 0
-        for epoch in range(1, c.epochs + 1):
+        best, step = -1.0, start_epoch * steps_per_epoch
+        for epoch in range(start_epoch + 1, c.epochs + 1):
             vae.train()
             total = 0.0
             order = rng.permutation(users)
@@ -218,15 +224,20 @@ class VAEEngine(Engine):
                 total += float(loss.detach()) * len(ids)
                 step += 1
             row = {"epoch": epoch, "loss": total / len(users), "beta": beta}
-            if val_set is not None and (epoch % c.eval_every == 0 or epoch == c.epochs):
-                self.params = _numpy_state(vae)
-                row["val_recall@20"] = self._val_recall(*val_set)
+            current = _numpy_state(vae)
+            if val_set is None:
+                self.params = current
+            elif epoch % c.eval_every == 0 or epoch == c.epochs:
+                prev, self.params = self.params, current
+                row.update(self._validate(*val_set))
                 if row["val_recall@20"] > best:
-                    best, best_params, row["best"] = row["val_recall@20"], self.params, True
+                    best, row["best"] = row["val_recall@20"], True
+                else:
+                    self.params = prev
+            elif self.params is None:
+                self.params = current
             self.history.append(row)
-            if on_epoch:
-                on_epoch(row)
-        self.params = best_params if val_set is not None and best >= 0 else _numpy_state(vae)
+            yield row
 
     def _loss(self, vae, xb: sp.csr_matrix, beta: float, rng: np.random.Generator):
         """Negative ELBO of a batch, with cornac's module parameters and the paper's recipe. The
@@ -269,14 +280,14 @@ class VAEEngine(Engine):
         targets = tgt.groupby("uidx")["iidx"].apply(np.asarray).reindex(users).tolist()
         return hist, targets
 
-    def _val_recall(self, hist: sp.csr_matrix, targets: list) -> float:
-        ev = RankingEvaluator(hist.shape[1], (20,))
+    def _validate(self, hist: sp.csr_matrix, targets: list) -> dict[str, float]:
+        ev = RankingEvaluator(hist.shape[1], (10, 20))
         for lo in range(0, hist.shape[0], 1024):
             h = hist[lo:lo + 1024]
             scores = self.decode(self.encode(self._preprocess(h.toarray()))).astype(np.float64)
             mask_seen(scores, np.split(h.indices, h.indptr[1:-1]))
             ev.add(scores, targets[lo:lo + 1024])
-        return ev.result()["recall@20"]
+        return {f"val_{k}": v for k, v in ev.result().items() if k != "users"}
 
     # -- artifact: numpy state_dict + the config in the manifest ---------------------------------
     def _save_weights(self, folder: Path) -> None:
@@ -295,3 +306,12 @@ class VAEEngine(Engine):
 def _numpy_state(module) -> dict[str, np.ndarray]:
     """A torch module's state_dict as float32 numpy arrays (keys as torch names them)."""
     return {k: v.detach().cpu().numpy().astype(np.float32).copy() for k, v in module.state_dict().items()}
+
+
+def tune_epochs(engine: VAEEngine, ds, start_epoch: int = 0):
+    """Ray Tune hook (trainers/tune.py): train in place, yield (epoch, validation metrics)."""
+    from recdata.dataset import VAL, VAL_FOLD_IN
+
+    for row in engine.train_epochs(ds.train, ds.interactions.select([VAL, VAL_FOLD_IN]), start_epoch):
+        if "val_recall@20" in row:
+            yield row["epoch"], {k: v for k, v in row.items() if k != "best"}
