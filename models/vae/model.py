@@ -65,6 +65,9 @@ class VAEConfig:
     """Epochs between validation checks (Recall@20); the best epoch's weights are kept."""
     seed: int = 0
     """Seed for initialization, shuffling and dropout."""
+    torch_threads: int = 0
+    """torch intra-op threads while training; 0 keeps torch's default. 1 is often fastest on a
+    shared, oversubscribed machine (idle threads spin-wait)."""
 
     def __post_init__(self) -> None:
         self.weights = EventWeights(**self.event_weights)  # validates, with the fix in its error
@@ -189,6 +192,8 @@ class VAEEngine(Engine):
         if self.catalog is not None and train.n_items != self.n_items:
             raise ValueError(f"train has {train.n_items} items but the catalog {self.n_items}")
         torch.manual_seed(c.seed + start_epoch)
+        if c.torch_threads:
+            torch.set_num_threads(c.torch_threads)
         data = to_cornac(train, c.weights)
         self.cornac_model = VAECF(
             k=c.latent, autoencoder_structure=list(c.hidden), act_fn=c.act_fn, likelihood=c.likelihood,
@@ -251,7 +256,7 @@ class VAEEngine(Engine):
         keep = rng.random(len(vals)) >= c.input_dropout                # dropout on the input
         vals = np.where(keep, vals / (1.0 - c.input_dropout), 0.0).astype(np.float32)
         idx = torch.from_numpy(np.vstack([xb.row, xb.col]).astype(np.int64))
-        x_in = torch.sparse_coo_tensor(idx, torch.from_numpy(vals), xb.shape)         # [b, n_items]
+        x_in = torch.sparse_coo_tensor(idx, torch.from_numpy(vals), xb.shape, check_invariants=False)  # [b, n_items]
         fc0 = vae.encoder.fc0
         h = vae.act_fn(torch.sparse.mm(x_in, fc0.weight.T) + fc0.bias)               # [b, hidden0]
         for i in range(1, len(c.hidden)):
