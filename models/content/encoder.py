@@ -42,7 +42,8 @@ class TextEncoder:
     """Loads the tokenizer/model from a local folder only (never the network) on first use."""
 
     def __init__(self, path: str | None = None, max_length: int = 64, batch_size: int = 64,
-                 device: str = "cpu", cache_dir: str | Path | None = None, progress: bool = True):
+                 device: str = "cpu", cache_dir: str | Path | None = None, progress: bool = True,
+                 threads: int = 0):
         self.path = str(path or default_model_path())
         if not Path(self.path).is_dir():
             raise FileNotFoundError(
@@ -51,7 +52,7 @@ class TextEncoder:
         self.max_length, self.batch_size, self.device = max_length, batch_size, device
         self.key = model_key(self.path, max_length)
         self.cache_file = Path(cache_dir) / f"{self.key}.npz" if cache_dir else None
-        self.progress = progress
+        self.progress, self.threads = progress, threads
         self._model = self._tok = None
 
     def _load(self) -> None:
@@ -74,6 +75,8 @@ class TextEncoder:
         from tqdm.auto import tqdm
 
         self._load()
+        if self.threads:
+            torch.set_num_threads(self.threads)
         out = np.empty((len(texts), self.dim), np.float32)
         # Sorting by length keeps padding (and so wasted compute) small within a batch.
         order = np.argsort([len(t) for t in texts], kind="stable")

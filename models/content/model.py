@@ -54,6 +54,8 @@ class ContentConfig:
     """Profile weight of each event type (0 < view <= cart <= purchase)."""
     progress: bool = True
     """Show a progress bar while embedding."""
+    torch_threads: int = 0
+    """torch intra-op threads for the encoder; 0 keeps torch's default (1 is fastest on a busy box)."""
 
     def __post_init__(self) -> None:
         self.weights = EventWeights(**self.event_weights)
@@ -125,7 +127,8 @@ class ContentEngine(Engine):
             c = self.config
             cache = c.cache_dir if c.cache_dir is not None else os.path.join(
                 os.environ.get("RECSYS_HOME", ".recsys"), "embeddings")
-            self._encoder = TextEncoder(c.model_path, c.max_length, c.batch_size, c.device, cache or None, c.progress)
+            self._encoder = TextEncoder(c.model_path, c.max_length, c.batch_size, c.device, cache or None,
+                                        c.progress, c.torch_threads)
         return self._encoder
 
     # -- building the index -------------------------------------------------------------------
