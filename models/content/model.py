@@ -151,7 +151,9 @@ class ContentEngine(Engine):
     def profile(self, items: np.ndarray, events: np.ndarray) -> np.ndarray:
         """A history's last `profile_len` items -> one unit vector [dim] (zeros when empty)."""
         c = self.config
-        items, events = np.asarray(items, np.int64)[-c.profile_len:], np.asarray(events, np.int64)[-c.profile_len:]
+        items, events = np.asarray(items, np.int64), np.asarray(events, np.int64)
+        known = (items >= 0) & (items < self.n_items)                     # unknown ids (-1) are skipped
+        items, events = items[known][-c.profile_len:], events[known][-c.profile_len:]
         if len(items) == 0:
             return np.zeros(self.item_emb.shape[1], np.float32)
         age = np.arange(len(items))[::-1]                                 # 0 = newest

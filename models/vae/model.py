@@ -134,8 +134,9 @@ class VAEEngine(Engine):
         x = np.zeros((len(batch), self.n_items), np.float32)
         w = self.config.weights.as_array()
         for b, (items, events) in enumerate(zip(batch.items, batch.events)):
-            if len(items):
-                np.maximum.at(x[b], np.asarray(items, np.int64), w[np.asarray(events, np.int64)])
+            items, events = np.asarray(items, np.int64), np.asarray(events, np.int64)
+            known = (items >= 0) & (items < self.n_items)              # unknown ids (-1) carry nothing
+            np.maximum.at(x[b], items[known], w[events[known]])
         return self._preprocess(x)
 
     def _preprocess(self, x: np.ndarray) -> np.ndarray:
