@@ -146,3 +146,17 @@ def test_strong_generalization_fold_in_and_cornac_recipe():
     # cornac's own training loop (binary input, fixed beta) through the same engine.
     stock = VAEEngine(VAEConfig(recipe="cornac", epochs=3, **TINY), catalog).fit(ds.train)
     assert np.isfinite(stock.score(HistoryBatch.of([[0, 1]]))).all()
+
+
+def test_tune_hook_reports_each_epoch_and_resumes(loo_ds, tmp_path):
+    from models.vae import tune_epochs
+
+    cfg = VAEConfig(epochs=4, **{**TINY, "eval_every": 1})
+    eng = VAEEngine(cfg, loo_ds.catalog)
+    gen = tune_epochs(eng, loo_ds)
+    first = [next(gen), next(gen)]
+    assert [e for e, _ in first] == [1, 2] and all("val_ndcg@10" in m for _, m in first)
+    # A trial restarted from its checkpoint (the engine artifact) continues at epoch 3.
+    resumed = Engine.load(eng.save(tmp_path / "ckpt"))
+    rest = list(tune_epochs(resumed, loo_ds, start_epoch=2))
+    assert [e for e, _ in rest] == [3, 4]
