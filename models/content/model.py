@@ -193,7 +193,7 @@ class ContentEngine(Engine):
         (dense indices [<=k], cosine scores), best first; the query item itself is left out.
         `same_category` restricts to the query item's category; `exclude`: dense indices to skip."""
         self._check_fitted()
-        excluded = [int(x) for x in exclude]
+        excluded = [int(x) for x in exclude if 0 <= int(x) < self.n_items]   # unknown ids (-1) ignored
         if isinstance(query, str):
             q = self.embed_text([query])[0]
         elif np.ndim(query) == 0:
@@ -203,9 +203,13 @@ class ContentEngine(Engine):
                                  "map raw ids with catalog.item_index first")
             q, excluded = self.item_emb[idx], excluded + [idx]
             if same_category:
-                category = str(self.catalog.items["category"].iloc[idx]) if "category" in self.catalog.items else None
+                if "category" not in self.catalog.items:
+                    raise ValueError("same_category: this catalog has no category column; drop the filter")
+                category = str(self.catalog.items["category"].iloc[idx])
         else:
             q = np.asarray(query, np.float32)
+        if same_category and (isinstance(query, str) or np.ndim(query) != 0):
+            raise ValueError("same_category needs an item query; pass category=... for text or vector queries")
         scores = (self.item_emb @ q).astype(np.float64)[None, :]          # [1, n_items]
         scores[0, ~self.allowed(category, min_price, max_price)] = NEG_INF
         if excluded:
