@@ -118,6 +118,7 @@ def main(argv=None) -> dict:
         "pop_cold_hr@10": cold["popularity"]["hr@10"], "pop_cold_ndcg@10": cold["popularity"]["ndcg@10"],
         "cold_users": cold["content"]["users"], "model_key": engine.encoder.key,
     }
+    out["load_avg_1m"] = os.getloadavg()[0]  # the machine is shared: context for the timings
     print(json.dumps({k: (round(v, 5) if isinstance(v, float) else v) for k, v in out.items()}))
     return out
 

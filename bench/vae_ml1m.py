@@ -140,6 +140,7 @@ def main(argv=None) -> dict:
                 out[f"strong_{short}_{k}"] = strong[m][k]
         out["strong_users"] = strong["vae"]["users"]
         out["strong_vae_best_epoch"] = strong["vae"]["best_epoch"]
+    out["load_avg_1m"] = os.getloadavg()[0]  # the machine is shared: context for the timings
     print(json.dumps({k: (round(v, 5) if isinstance(v, float) else v) for k, v in out.items()}))
     return out
 
