@@ -601,7 +601,9 @@ def measure_structure(frame: pd.DataFrame) -> dict:
       sessions in those accessory categories (the base rate);
     - brand: P(a user's next new item in a category has the brand of their previous one there) vs the
       chance of that under the category's brand shares (sum of squared shares); and P(a later item in
-      the category of a purchase has the bought brand) vs that brand's share of the category;
+      the category of a purchase has the bought brand) vs that brand's share of the category (the
+      chance figure errs high: a user's next new item is never the same item, so with loyalty off
+      the measured rate sits a little below it);
     - drift: mean total-variation distance between each user's category mix in the first and the last
       third of their sessions, and between the first and the middle third (drift makes the first
       larger; without drift both are alike);
