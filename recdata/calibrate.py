@@ -10,8 +10,9 @@ What is measured, and how:
 - funnel: event-type counts, cart and purchase events per view, and per session the joint shares of
   (has a cart, has a purchase), plus distinct items carted/bought per converting session;
 - session lengths (events per `user_session`) as a pmf, events and sessions per user;
-- inter-event gaps inside a session (seconds) as quantiles, and how often a view repeats the item of
-  the previous event of the same session;
+- inter-event gaps inside a session (seconds) as quantiles, how often a view repeats the item of
+  the previous event of the same session, and how often consecutive events of a session change
+  `category_id`;
 - categories: event and item shares per `category_code` (empty codes pooled as "unknown", with their
   number of `category_id`s), the brand mix of each category, and a Zipf exponent of the tail;
 - prices: a log-normal fit (mean and std of log price over distinct items, price > 0) per top-level
@@ -42,6 +43,8 @@ TOP_BRANDS = 100
 BRANDS_PER_CATEGORY = 12
 MIN_EVENTS_FOR_CATEGORY_BRANDS = 30
 """Categories with fewer events take the brand mix of their top-level category."""
+MIN_ITEMS_FOR_CATEGORY_SHARES = 30
+"""Categories with fewer items take the missing-brand share of their top-level category."""
 UNKNOWN = "unknown"
 
 
@@ -110,6 +113,8 @@ def calibrate(path: str | Path) -> dict:
     gaps = np.diff(ev["ts"].to_numpy())[same]
     it = ev["item"].to_numpy()
     # Of the events after the first of a session, how many show the item of the event before.
+    cid = log.items.set_index("item")["category_id"].reindex(ev["item"]).fillna("").to_numpy()
+    switch = float((cid[1:] != cid[:-1])[same].mean()) if same.any() else 0.0
     repeat_prev = float((it[1:] == it[:-1])[same & is_view[1:]].mean()) if same.any() else 0.0
     qs = np.linspace(0, 1, 51)
 
@@ -122,6 +127,9 @@ def calibrate(path: str | Path) -> dict:
     items_by_code = item_tab.groupby("code")["item"].nunique()
     branded = ev[ev["brand"] != ""]
     brands_by_top = {t: _shares(g.groupby("brand").size(), BRANDS_PER_CATEGORY) for t, g in branded.groupby("top")}
+    no_brand = item_tab["brand"].fillna("") == ""
+    missing_by_top = no_brand.groupby(item_tab["top"]).mean()
+    missing_by_code = no_brand.groupby(item_tab["code"]).mean()
     categories = []
     for code, n in ev_by_code.sort_values(ascending=False, kind="stable").items():
         if code == UNKNOWN:
@@ -136,6 +144,10 @@ def calibrate(path: str | Path) -> dict:
             "item_share": float(items_by_code.get(code, 0) / len(item_tab)),
             "brands": brands,
             "brands_from": "category" if n >= MIN_EVENTS_FOR_CATEGORY_BRANDS else "top_level",
+            # share of the category's items without a brand (furniture often has none, phones never)
+            "missing_brand_item_share": float(
+                missing_by_code[code] if items_by_code.get(code, 0) >= MIN_ITEMS_FOR_CATEGORY_SHARES
+                else missing_by_top.get(top, no_brand.mean())),
         })
     unknown_ev = ev[ev["code"] == UNKNOWN]
     unknown_items = item_tab[item_tab["code"] == UNKNOWN]
@@ -190,6 +202,7 @@ def calibrate(path: str | Path) -> dict:
             "gap_quantiles_seconds": np.quantile(gaps, qs).tolist() if len(gaps) else [0.0] * len(qs),
             "gap_mean_seconds": float(gaps.mean()) if len(gaps) else 0.0,
             "repeat_previous_item": repeat_prev,
+            "category_switch": switch,
         },
         "users_stats": {
             "events_per_user_mean": float(per_user["events"].mean()),
@@ -203,6 +216,7 @@ def calibrate(path: str | Path) -> dict:
                 "event_share": float(len(unknown_ev) / len(ev)),
                 "item_share": float(len(unknown_items) / len(item_tab)),
                 "n_category_ids": int(unknown_ids.nunique()),
+                "missing_brand_item_share": float(missing_by_top.get(UNKNOWN, 0.0)),
                 "zipf_exponent": zipf_exponent(unknown_ev.merge(
                     log.items[["item", "category_id"]], on="item").groupby("category_id").size()),
                 "brands": _shares(branded[branded["code"] == UNKNOWN].groupby("brand").size(), BRANDS_PER_CATEGORY),

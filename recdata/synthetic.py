@@ -32,7 +32,8 @@ Deliberate deviation from the sample: users have tens of events (`sessions_per_u
 instead of the sample's median 2, which comes from a 3-hour window, so that sequence models have
 histories to learn from. Time of day and the gaps between a user's sessions are not calibrated (the
 sample spans under 3 hours): session starts are uniform over `n_days`, at least 30 minutes apart.
-Each session stays in one category (a simplification).
+A session starts in one category and switches to another of the user's interests at the calibrated
+rate of category changes between consecutive events.
 """
 from __future__ import annotations
 
@@ -197,13 +198,15 @@ class SyntheticCatalog:
         unknown = cal["categories"]["unknown"]
         by_code = {c["code"]: c for c in named}
         # -- categories: named (calibrated), planted, unknown (empty category_code) ----------------------
-        codes, ev_share, it_share, brand_mix, price_key = [], [], [], [], []
+        codes, ev_share, it_share, brand_mix, price_key, no_brand = [], [], [], [], [], []
         for c in named:
             codes.append(c["code"]); ev_share.append(c["event_share"]); it_share.append(c["item_share"])
             brand_mix.append(c["brands"]); price_key.append(c["code"].split(".")[0])
+            no_brand.append(c["missing_brand_item_share"])
         for code, p in PLANTED_CATEGORIES.items():
+            like = by_code[p["brands_like"]]
             codes.append(code); ev_share.append(p["event_share"]); it_share.append(p["event_share"])
-            brand_mix.append(by_code[p["brands_like"]]["brands"]); price_key.append(code)
+            brand_mix.append(like["brands"]); price_key.append(code); no_brand.append(like["missing_brand_item_share"])
         n_named = len(codes)
         budget = config.n_items // MIN_ITEMS_PER_CATEGORY - n_named
         if budget < 1:
@@ -215,7 +218,7 @@ class SyntheticCatalog:
         for j in range(n_unknown):
             codes.append(""); ev_share.append(unknown["event_share"] * z[j])
             it_share.append(unknown["item_share"] * z[j]); brand_mix.append(unknown["brands"])
-            price_key.append("unknown")
+            price_key.append("unknown"); no_brand.append(unknown["missing_brand_item_share"])
         self.codes = np.array(codes, dtype=object)
         self.n_categories = C = len(codes)
         share = np.array(ev_share)
@@ -248,7 +251,7 @@ class SyntheticCatalog:
             pick = _sample_cdf(np.cumsum(p), rng.random(sl.sum()))
             tail = len(listed) + _sample_cdf(tail_cdf, rng.random(sl.sum()))
             brand[sl] = np.where(pick < len(names), np.array(names + [0])[pick], tail)
-        brand[rng.random(self.n_items) < cal["brands"]["missing_item_share"]] = -1
+        brand[rng.random(self.n_items) < np.asarray(no_brand)[cat]] = -1
 
         # -- order items by (category, brand), then popularity (Zipf within category) and price ---------
         order = np.lexsort((rng.random(self.n_items), brand, cat))
@@ -272,6 +275,7 @@ class SyntheticCatalog:
                 p = prices.get(key, prices["all"])
                 mu[sl], sigma[sl] = p["mu"], p["sigma"]
         self.price = np.maximum(np.round(np.exp(mu + sigma * rng.standard_normal(self.n_items)), 2), 0.5)
+        self.price_text = np.array([f"{x:.2f}" for x in self.price], dtype=object)
         self.product_ids = _affine_ids(np.arange(self.n_items), 1_000_000, 59_000_000, 7_368_787, 1_303_091)
 
         # -- samplers: category slices and (category, brand) groups as offset CDFs --------------------
@@ -365,6 +369,7 @@ def _generate_chunk(cfg: SyntheticConfig, cal: dict, cat: SyntheticCatalog, chun
     outcome_cdf = np.cumsum([o["none"], o["cart_only"], o["purchase_only"], o["cart_and_purchase"]])
     extra_items = max(fn["items_per_cart_session"], fn["items_per_purchase_session"]) - 1.0
     repeat_p = ss["repeat_previous_item"]
+    switch_p = ss["category_switch"]
     cart_extra = max(fn["cart_events_per_item"] - 1.0, 0.0)
     buy_extra = max(fn["purchase_events_per_item"] - 1.0, 0.0)
 
@@ -418,21 +423,48 @@ def _generate_chunk(cfg: SyntheticConfig, cal: dict, cat: SyntheticCatalog, chun
         V = int(n_view.sum())
         vs = np.repeat(np.arange(m_a), n_view)  # session row of each view  [V]
         vpos = np.arange(V) - np.repeat(np.cumsum(n_view) - n_view, n_view)
-        vu, vc = a[vs], c[vs]
-        item = cat.sample_category(vc, rng)
-        by_brand = cat.sample_brand(vc, pref[vu, vc], rng)
-        loy = np.where(loyal[vu, vc], cfg.brand_loyalty_after_purchase, cfg.brand_loyalty)
-        item = np.where((rng.random(V) < loy) & (by_brand >= 0), by_brand, item)
-        edge = np.where(chain[vs], cat.edge[chain_src[vu].clip(0), vc], -1)
-        use_compat = (edge >= 0) & (rng.random(V) < cfg.compat_strength)
-        col = rng.integers(0, cfg.compat_items, V)
-        for e in np.unique(edge[use_compat]):
-            w = np.flatnonzero(use_compat & (edge == e))
-            src_cat = chain_src[vu[w]]
-            item[w] = cat.compat[e][anchor[vu[w]] - cat.cat_start[src_cat], col[w]]
+        vu = a[vs]
+        # a view may switch the session to another of the user's interests (calibrated rate); the
+        # views after it stay there until the next switch
+        switch = (vpos > 0) & (rng.random(V) < switch_p)
+        sw = np.flatnonzero(switch)
+        late_sw = rng.random(len(sw)) < cfg.interest_drift * st[vs[sw]] / window
+        k_sw = np.minimum((rng.random(len(sw))[:, None] > np.where(
+            late_sw[:, None], w_late[vu[sw]], w_early[vu[sw]])).sum(1), K - 1)
+        seg_cat = c[vs].copy()
+        pool = np.where(late_sw[:, None], late[vu[sw]], early[vu[sw]])  # [n_switch, K]
+        new_cat = pool[np.arange(len(sw)), k_sw]
+        nxt = pool[np.arange(len(sw)), (k_sw + 1) % K]  # a switch goes somewhere else
+        new_cat = np.where(new_cat == seg_cat[sw], nxt, new_cat)
+        glob = _sample_cdf(share_cdf, rng.random(len(sw)))
+        seg_cat[sw] = np.where(new_cat == seg_cat[sw], glob, new_cat)
+        vc = seg_cat[np.maximum.accumulate(np.where((vpos == 0) | switch, np.arange(V), 0))]
+
+        def draw(w: np.ndarray) -> np.ndarray:
+            """New items for views w: a compatible accessory, the personal brand, or by popularity."""
+            u_, c_ = vu[w], vc[w]
+            got = cat.sample_category(c_, rng)
+            by_brand = cat.sample_brand(c_, pref[u_, c_], rng)
+            loy = np.where(loyal[u_, c_], cfg.brand_loyalty_after_purchase, cfg.brand_loyalty)
+            got = np.where((rng.random(len(w)) < loy) & (by_brand >= 0), by_brand, got)
+            edge = np.where(chain[vs[w]], cat.edge[chain_src[u_].clip(0), c_], -1)
+            use = (edge >= 0) & (rng.random(len(w)) < cfg.compat_strength)
+            col = rng.integers(0, cfg.compat_items, len(w))
+            for e in np.unique(edge[use]):
+                x = np.flatnonzero(use & (edge == e))
+                row = anchor[u_[x]] - cat.cat_start[chain_src[u_[x]]]
+                got[x] = cat.compat[e][row, col[x]]
+            return got
+
+        item = draw(np.arange(V))
         # the last m_conv views are the items carted/bought, so they are new; the first view is new
-        is_new = (vpos == 0) | (vpos >= (n_view - m_conv)[vs]) | (rng.random(V) >= repeat_p)
-        item = item[np.maximum.accumulate(np.where(is_new, np.arange(V), 0))]
+        is_new = (vpos == 0) | switch | (vpos >= (n_view - m_conv)[vs]) | (rng.random(V) >= repeat_p)
+        src_of = np.maximum.accumulate(np.where(is_new, np.arange(V), 0))
+        # a "new" view that drew the item just viewed would be an uncounted repeat: draw once more
+        dup = np.flatnonzero(is_new & (vpos > 0))
+        dup = dup[item[dup] == item[src_of[dup - 1]]]
+        item[dup] = draw(dup)
+        item = item[src_of]
         # -- cart / purchase events after the views: cart x, purchase x for each converting item -------
         conv_v = np.flatnonzero(vpos >= (n_view - m_conv)[vs])
         n_c = np.where(has_cart[vs[conv_v]], 1 + rng.poisson(cart_extra, len(conv_v)), 0)
@@ -459,7 +491,8 @@ def _generate_chunk(cfg: SyntheticConfig, cal: dict, cat: SyntheticCatalog, chun
         if len(buy_rows):
             last_buy = buy_rows[np.concatenate([sess[buy_rows][1:] != sess[buy_rows][:-1], [True]])]
             bs = sess[last_buy]
-            u, bc, bi = a[bs], c[bs], it[last_buy]
+            u, bi = a[bs], it[last_buy]
+            bc = cat.cat[bi]  # the bought item's category (a session may have switched)
             chain_left[u], chain_src[u], anchor[u] = cfg.chain_span, bc, bi
             bb = cat.brand[bi]
             ok = bb >= 0
@@ -516,8 +549,10 @@ def _start_unix(cfg: SyntheticConfig) -> int:
         raise ValueError(f"start={cfg.start!r} is not a date; use YYYY-MM-DD") from e
 
 
-def _frame(cfg: SyntheticConfig, catalog: SyntheticCatalog, ts, event, item, user, uuid) -> pd.DataFrame:
-    """REES46 rows from numeric columns (ts = seconds since cfg.start)."""
+def _frame(cfg: SyntheticConfig, catalog: SyntheticCatalog, ts, event, item, user, uuid,
+           price_text: bool = False) -> pd.DataFrame:
+    """REES46 rows from numeric columns (ts = seconds since cfg.start). `price_text` gives prices as
+    their "%.2f" text (what the CSV holds; formatting floats is most of `to_csv`'s time)."""
     uniq, inv = np.unique(ts, return_inverse=True)
     stamps = np.datetime_as_string((uniq + _start_unix(cfg)).astype("datetime64[s]"), unit="s")
     stamps = np.char.add(np.char.replace(stamps, "T", " "), " UTC").astype(object)
@@ -528,7 +563,7 @@ def _frame(cfg: SyntheticConfig, catalog: SyntheticCatalog, ts, event, item, use
         "category_id": catalog.category_ids[catalog.cat[item]],
         "category_code": catalog.codes[catalog.cat[item]],
         "brand": catalog._brand_strings()[item],
-        "price": catalog.price[item],
+        "price": catalog.price_text[item] if price_text else catalog.price[item],
         "user_id": _affine_ids(user, 510_000_000, 56_000_000, 9_833_297, 2_173_519),
         "user_session": uuid,
     })
@@ -584,7 +619,8 @@ def write_csv(config: SyntheticConfig | None, path: str | Path, day_window: int 
                     continue
                 arr = {k: np.concatenate(v) for k, v in cols.items()}
                 o = np.argsort(arr["ts"], kind="stable")
-                df = _frame(cfg, catalog, *(arr[k][o] for k in ("ts", "event", "item", "user", "uuid")))
+                df = _frame(cfg, catalog, *(arr[k][o] for k in ("ts", "event", "item", "user", "uuid")),
+                            price_text=True)
                 df.to_csv(f, index=False, header=False, float_format="%.2f")
                 rows += len(df)
     return {"rows": rows, "users": cfg.n_users, "items": catalog.n_items, "path": str(path),
@@ -607,8 +643,9 @@ def measure_structure(frame: pd.DataFrame) -> dict:
     - drift: mean total-variation distance between each user's category mix in the first and the last
       third of their sessions, and between the first and the middle third (drift makes the first
       larger; without drift both are alike);
-    - funnel: cart and purchase events per view, and shares of sessions with a cart / a purchase."""
-    df = frame[["event_time", "event_type", "product_id", "category_code", "brand", "user_id", "user_session"]].copy()
+    - funnel: cart and purchase events per view, and shares of sessions with a cart / a purchase;
+    - session shape: mean length, repeat views, category changes (as `recdata.calibrate` measures)."""
+    df = frame[["event_time", "event_type", "product_id", "category_id", "category_code", "brand", "user_id", "user_session"]].copy()
     df["order"] = np.arange(len(df))
     df = df.sort_values(["user_id", "event_time", "order"], kind="stable").reset_index(drop=True)
     df["category_code"] = df["category_code"].fillna("")
@@ -676,7 +713,17 @@ def measure_structure(frame: pd.DataFrame) -> dict:
     sess_buy = df[buy].groupby("user_session").size().reindex(sess.index).fillna(0) > 0
     funnel = {"cart_per_view": float(cart.sum() / n_view), "purchase_per_view": float(buy.sum() / n_view),
               "session_cart_rate": float(sess_cart.mean()), "session_purchase_rate": float(sess_buy.mean())}
+    # session shape: length, repeat views, category changes between consecutive events
+    by_s = df.sort_values(["user_session", "event_time", "order"], kind="stable")
+    s_id = by_s["user_session"].to_numpy()
+    same = s_id[1:] == s_id[:-1]
+    pid, cid = by_s["product_id"].to_numpy(), by_s["category_id"].to_numpy()
+    is_v = (by_s["event_type"] == "view").to_numpy()[1:]
+    shape = {"length_mean": float(len(df) / len(sess)),
+             "repeat_previous_item": float((pid[1:] == pid[:-1])[same & is_v].mean()),
+             "category_switch": float((cid[1:] != cid[:-1])[same].mean())}
     return {"rows": int(len(df)), "users": int(df["user_id"].nunique()), "sessions": int(len(sess)),
+            "session_shape": shape,
             "events_per_user": float(len(df) / df["user_id"].nunique()),
             "chain": chain, "brand": brand, "drift": drift, "funnel": funnel}
 

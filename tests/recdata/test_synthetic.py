@@ -97,6 +97,14 @@ def test_funnel_rates_near_the_calibrated_ones(big_measure):
         assert got[key] == pytest.approx(cal[key], rel=0.25), key
 
 
+def test_session_shape_near_the_calibrated_one(big_measure):
+    cal = load_calibration()["sessions_stats"]
+    got = big_measure["session_shape"]
+    assert got["length_mean"] == pytest.approx(cal["length_mean"], rel=0.1)
+    assert got["repeat_previous_item"] == pytest.approx(cal["repeat_previous_item"], rel=0.2)
+    assert got["category_switch"] == pytest.approx(cal["category_switch"], rel=0.3)
+
+
 def test_prices_and_categories_follow_the_calibration(big):
     cal = load_calibration()
     phones = big.drop_duplicates("product_id")
