@@ -173,10 +173,10 @@ def _category_id(code: str) -> int:
     return 2053013552000000000 + int(hashlib.sha256(code.encode()).hexdigest(), 16) % 119_000_000_000_000_000
 
 
-def _brand_names(n: int, rng: np.random.Generator) -> list[str]:
-    """Pronounceable tail brand names (the sample's long tail of small brands)."""
+def _brand_names(n: int, rng: np.random.Generator, taken: list[str]) -> list[str]:
+    """Pronounceable tail brand names (the sample's long tail of small brands), none in `taken`."""
     cons, vow = list("bdfgklmnprstvz"), list("aeiou")
-    names, seen = [], set()
+    names, seen = [], set(taken)
     while len(names) < n:
         k = int(rng.integers(2, 4))
         name = "".join(rng.choice(cons) + rng.choice(vow) for _ in range(k)) + str(rng.choice(["", "x", "n", "o", "ia"]))
@@ -239,7 +239,7 @@ class SyntheticCatalog:
         # -- brands: each category's calibrated mix; the unlisted rest goes to a Zipf tail of brands ----
         listed = sorted({b for mix in brand_mix for b in mix})
         n_tail = max(10, cal["brands"]["n_brands"] - len(listed))
-        self.brand_names = np.array(listed + _brand_names(n_tail, rng), dtype=object)
+        self.brand_names = np.array(listed + _brand_names(n_tail, rng, listed), dtype=object)
         tail_cdf = np.cumsum(_zipf(n_tail, cal["brands"]["zipf_exponent"]))
         bidx = {b: i for i, b in enumerate(listed)}
         brand = np.empty(self.n_items, np.int64)
@@ -511,7 +511,6 @@ def _generate_chunk(cfg: SyntheticConfig, cal: dict, cat: SyntheticCatalog, chun
     order = np.argsort(out["ts"], kind="stable")
     out = {k: v[order] for k, v in out.items()}
     out["session_uuid"] = _uuids(rng, int(ptr[-1]))
-    out["session"] = out["session"]  # chunk-local session index into session_uuid
     return out
 
 
