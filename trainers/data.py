@@ -62,7 +62,11 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["synth"]:  # its options are recdata.synthetic's own
         from recdata import synthetic
 
-        synthetic.main(argv[1:])
+        try:
+            synthetic.main(argv[1:])
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
         return 0
     args = p.parse_args(argv)
     try:
