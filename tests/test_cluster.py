@@ -84,3 +84,7 @@ def test_kuberay_manifests_are_well_formed_and_point_at_real_code():
     mod, attr = app["import_path"].split(":")
     assert (REPO / (mod.replace(".", "/") + ".py")).exists(), f"{app['import_path']} does not exist"
     assert kinds["RayService"]["spec"]["rayClusterConfig"]["rayVersion"] == ray.__version__
+    local = yaml.safe_load((REPO / "serve_app" / "config.yaml").read_text())["applications"][0]
+    assert app["import_path"] == local["import_path"]
+    assert app["args"]["engines"] == local["args"]["engines"]  # same registry aliases as `serve run`
+    assert set(app["args"]) <= set(local["args"])
