@@ -1,0 +1,102 @@
+"""Train the discovery engine (Mult-VAE through cornac's VAECF), evaluate it with full ranking beside
+popularity, log the run to MLflow and register `models:/vae@champion`.
+
+    python -m trainers.train_vae --format sasrec --path ../shared/data/ml-1m [--config vae.yaml]
+        [--epochs 150] [--split loo|users]
+    ray job submit --working-dir . -- python -m trainers.train_vae --format sasrec --path ...
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from recdata.schema import DataError
+from trainers.common import add_data_args, load_kwargs, prepared_cache
+
+
+def train(ds, options: dict | None = None, register: bool = True) -> dict:
+    """Fit on the train split (the best epoch chosen on validation), evaluate validation and test
+    with popularity beside, log and register. Needs an active MLflow run (the caller's)."""
+    from models.base import config_from_dict
+    from models.popularity import PopularityEngine
+    from models.vae import VAEConfig, VAEEngine
+    from recdata.dataset import VAL, VAL_FOLD_IN
+    from recdata.evaluation import evaluate, format_table
+    from trainers import tracking
+
+    config = config_from_dict(VAEConfig, options, "vae options")
+    tracking.log_params({"engine": "vae", "split": ds.meta.get("split", "loo"),
+                         **{k: v for k, v in vars(config).items() if k != "weights"}})
+    engine = VAEEngine(config, ds.catalog)
+
+    def on_epoch(row: dict) -> None:
+        tracking.log_metrics({k: v for k, v in row.items() if k not in ("epoch", "best")}, step=row["epoch"])
+        if "val_recall@20" in row:
+            print(f"epoch {row['epoch']:4d}  loss {row['loss']:.2f}  beta {row['beta']:.3f}  "
+                  f"val recall@20 {row['val_recall@20']:.4f}", flush=True)
+
+    val_rows = ds.interactions.select([VAL, VAL_FOLD_IN])
+    t0 = time.perf_counter()
+    engine.fit(ds.train, val_rows, on_epoch=on_epoch)
+    engine.fit_seconds = time.perf_counter() - t0
+    pop = PopularityEngine(catalog=ds.catalog).fit(ds.train)
+    rows = {"vae": evaluate(engine, ds, "test"), "popularity": evaluate(pop, ds, "test")}
+    val = evaluate(engine, ds, "val")
+    print(format_table(rows, ["recall@20", "ndcg@20", "hr@10", "ndcg@10", "mrr", "coverage@20"],
+                       "test, full ranking, seen items filtered"))
+    tracking.log_metrics(val, prefix="val.")
+    tracking.log_metrics(rows["vae"], prefix="test.")
+    tracking.log_metrics(rows["popularity"], prefix="test_popularity.")
+    tracking.log_metrics({"fit_seconds": engine.fit_seconds})
+    version = tracking.log_engine(engine, "vae" if register else None)
+    return {"artifact": "models:/vae@champion" if version else None, "version": version,
+            "val_recall@20": val["recall@20"], "test_recall@20": rows["vae"]["recall@20"],
+            "test_ndcg@20": rows["vae"]["ndcg@20"], "test_hr@10": rows["vae"]["hr@10"],
+            "popularity_test_recall@20": rows["popularity"]["recall@20"]}
+
+
+def pipeline_stage(ctx) -> dict:
+    from recdata.dataset import PreparedDataset
+
+    return train(PreparedDataset.load(ctx.data["dataset_dir"]), ctx.options)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="recsys train vae", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_data_args(p)
+    p.add_argument("--config", help="YAML of VAEConfig fields (unknown keys fail)")
+    p.add_argument("--split", choices=("loo", "users"), default="loo",
+                   help="loo: leave-one-out by time; users: held-out users (strong generalization)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--hidden", type=int, help="one hidden layer of this size")
+    p.add_argument("--latent", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--beta-max", type=float)
+    p.add_argument("--recipe", choices=("mult-vae", "cornac"))
+    p.add_argument("--no-register", action="store_true", help="log the artifact without registering it")
+    args = p.parse_args(argv)
+    from models.base import load_config
+    from models.vae import VAEConfig
+    from recdata.dataset import prepare
+    from trainers import tracking
+
+    try:
+        config = load_config(VAEConfig, args.config, epochs=args.epochs, latent=args.latent,
+                             hidden=[args.hidden] if args.hidden else None, batch_size=args.batch_size,
+                             lr=args.lr, beta_max=args.beta_max, recipe=args.recipe)
+        ds = prepare(args.fmt, args.path, cache_dir=prepared_cache(), split=args.split, **load_kwargs(args))
+    except (DataError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    options = {k: v for k, v in vars(config).items() if k != "weights"}
+    with tracking.run("vae", run_name=f"vae-{args.fmt}-{args.split}"):
+        out = train(ds, options, register=not args.no_register)
+    print(out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
