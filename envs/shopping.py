@@ -26,6 +26,7 @@ Reward per response: skip < view < cart < purchase, purchases weighted by (price
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import gymnasium as gym
@@ -70,8 +71,10 @@ class SimConfig:
     """Episode truncation."""
     slots: tuple = (3, 2, 3, 2)
     """Candidates per source: next-item model, co-occurrence with earlier history, same category, popular."""
-    click_max: float = 0.6
-    """P(click) of the shopper's most wanted next item (not identifiable from logs: no impressions)."""
+    click_max: float | None = None
+    """P(click) of the shopper's most wanted next item. Logs hold no impressions, so by default (None) it
+    is fitted: the value for which sessions under the logging policy have the log's mean number of
+    engaged items (`fit_click_max`)."""
     pref_temperature: float = 0.5
     """click ~ (P(j|i) / P(best|i)) ** temperature: how sharply preference falls off the favourite."""
     taste_sigma: float = 0.5
@@ -97,6 +100,8 @@ class ShopperSim:
         if sum(self.cfg.slots) != self.cfg.n_candidates:
             raise ValueError(f"slots {self.cfg.slots} must add up to n_candidates={self.cfg.n_candidates}")
         self.rng = np.random.default_rng(seed)
+        if self.cfg.click_max is None:
+            self.cfg = dataclasses.replace(self.cfg, click_max=fit_click_max(um, self.cfg))
         cal = um.cal
         self.base_leave = 1.0 / max(cal.mean_session_items, 1.0)
         self.alpha = 1.0 - 0.5 ** (1.0 / max(cal.views_before_purchase, 1.0))
@@ -280,6 +285,53 @@ class ShopperSim:
         rows = slice(None) if rows is None else rows
         return {"hist_items": self.hist_items[rows].copy(), "hist_events": self.hist_events[rows].copy(),
                 "cand_items": self.cand[rows].copy(), "cand_feats": self.feats[rows].copy()}
+
+
+def logging_policy(sim: "ShopperSim", rng: np.random.Generator, temperature: float = 0.1) -> np.ndarray:
+    """A production-like logging policy: softmax over the blended (mean rank-normalized) engine score.
+    Returns (actions [N], propensities [N])."""
+    blend = sim.feats[:, :, :4].mean(2) / temperature
+    p = np.exp(blend - blend.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    a = (p.cumsum(1) < rng.random((len(p), 1))).sum(1).clip(0, p.shape[1] - 1)
+    return a, p[np.arange(len(p)), a]
+
+
+def run_episodes(sim: "ShopperSim", policy, rng: np.random.Generator) -> dict:
+    """Run one session per row with policy(sim) -> actions [N]; per-episode return, length, purchases."""
+    sim.reset()
+    n = sim.n
+    ret, length, buys, engaged = np.zeros(n), np.zeros(n), np.zeros(n), np.ones(n)
+    alive = np.ones(n, bool)
+    while alive.any():
+        r, te, tr, resp = sim.step(policy(sim))
+        ret += r * alive
+        length += alive
+        buys += (resp == PURCHASE) * alive
+        engaged += (resp >= VIEW) * alive
+        alive &= ~(te | tr)
+    return {"return": ret, "length": length, "purchases": buys, "engaged": engaged}
+
+
+_FIT_CACHE: dict = {}
+
+
+def fit_click_max(um: UserModel, cfg: SimConfig, n: int = 4000, seed: int = 0) -> float:
+    """Bisection on click_max so that sessions under `logging_policy` have the log's mean number of
+    distinct engaged items (calibration.mean_session_items); capped at 0.95."""
+    key = (id(um), dataclasses.astuple(dataclasses.replace(cfg, click_max=0.0)))
+    if key in _FIT_CACHE:
+        return _FIT_CACHE[key]
+    target = um.cal.mean_session_items
+    lo, hi = 0.05, 0.95
+    for _ in range(12):
+        mid = (lo + hi) / 2
+        sim = ShopperSim(um, dataclasses.replace(cfg, click_max=mid), n=n, seed=seed)
+        rng = np.random.default_rng(seed)
+        got = run_episodes(sim, lambda s: logging_policy(s, rng)[0], rng)["engaged"].mean()
+        lo, hi = (mid, hi) if got < target else (lo, mid)
+    _FIT_CACHE[key] = round((lo + hi) / 2, 4)
+    return _FIT_CACHE[key]
 
 
 def rank_rows(s: np.ndarray) -> np.ndarray:
