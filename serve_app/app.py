@@ -4,7 +4,8 @@
                                               ├─► sequence    .recommend ┐
                                               ├─► discovery   .recommend │ in parallel, each within
                                               ├─► similarity  .recommend │ its time budget
-                                              ├─► popularity  .recommend ┘
+                                              ├─► popularity  .recommend ┘ (the first late answer is
+                                              │                              taken if none is on time)
                                               └─► decision.rank(union of candidates)  (or a blend)
 
 Each stage is one handle hop (≈4 ms on 2 cores), so the retrieval engines are called together with
@@ -35,7 +36,7 @@ from serve_app.schemas import (
 logger = logging.getLogger("ray.serve")
 ROLES = ("sequence", "discovery", "similarity", "popularity")
 DEFAULT_BUDGETS_MS = {"sequence": 150, "discovery": 150, "similarity": 150, "popularity": 100,
-                      "decision": 100, "sessions": 50}
+                      "decision": 100, "sessions": 100}
 RRF_K = 60  # reciprocal-rank fusion constant (Cormack et al. 2009) for the blended fallback ranking
 
 
@@ -62,13 +63,14 @@ async def _await(resp):
 class Recommender:
     def __init__(self, retrieval: dict[str, DeploymentHandle], decision: DeploymentHandle | None,
                  sessions: DeploymentHandle, budgets_ms: dict | None = None, candidates_per_engine: int = 50,
-                 history_window: int = 200):
+                 history_window: int = 200, rescue_ms: float = 2000.0):
         from ray.util import metrics
 
         self.retrieval = dict(retrieval)
         self.decision, self.sessions = decision, sessions
         self.budgets = {k: v / 1000.0 for k, v in {**DEFAULT_BUDGETS_MS, **(budgets_ms or {})}.items()}
         self.n_cand, self.history_window = candidates_per_engine, history_window
+        self.rescue_s = rescue_ms / 1000.0
         ms = [1, 2, 5, 10, 20, 30, 50, 75, 100, 150, 250, 500, 1000, 2500]
         self.m_requests = metrics.Counter("recsys_requests", "HTTP requests by endpoint and status",
                                           tag_keys=("endpoint", "status"))
@@ -96,6 +98,53 @@ class Recommender:
             logger.warning("engine %s failed: %s", name, str(e).splitlines()[0][:300] if str(e) else type(e))
         self.m_fallback.inc(tags={"engine": name, "reason": reason})
         return None, reason
+
+    async def _fan_out(self, calls: dict) -> dict[str, tuple[Any, str | None]]:
+        """Call engines in parallel: {name: (result, None) or (None, "timeout"/"error")}. Each engine
+        gets its budget; when none has answered within the budgets (an overloaded host), the first
+        late answer is still taken, up to `rescue_ms`, so overload degrades instead of failing."""
+        t0 = time.perf_counter()
+        tasks = {n: asyncio.ensure_future(_await(r)) for n, r in calls.items()}
+        finish: dict[str, float] = {}
+        for n, t in tasks.items():
+            t.add_done_callback(lambda _, n=n: finish.setdefault(n, time.perf_counter()))
+
+        def good(n):
+            t = tasks[n]
+            return t.done() and not t.cancelled() and t.exception() is None
+
+        await asyncio.wait(tasks.values(), timeout=max(self.budgets.get(n, 0.15) for n in tasks))
+        now = time.perf_counter()  # done-callbacks may not have run yet: those finished by now
+        for n, t in tasks.items():
+            if t.done():
+                finish.setdefault(n, now)
+        late_ok = not any(good(n) and finish[n] - t0 <= self.budgets.get(n, 0.15) for n in tasks)
+        while late_ok and not any(good(n) for n in tasks):
+            pending = [t for t in tasks.values() if not t.done()]
+            left = self.rescue_s - (time.perf_counter() - t0)
+            if not pending or left <= 0:
+                break
+            await asyncio.wait(pending, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+        now = time.perf_counter()
+        for n, t in tasks.items():
+            if t.done():
+                finish.setdefault(n, now)
+        out = {}
+        for n, t in tasks.items():
+            if good(n) and (late_ok or finish[n] - t0 <= self.budgets.get(n, 0.15)):
+                self.m_engine.observe((finish[n] - t0) * 1000, tags={"engine": n})
+                out[n] = (t.result(), None)
+                continue
+            if t.done() and not t.cancelled() and t.exception() is not None:
+                reason = "error"
+                logger.warning("engine %s failed: %s", n, str(t.exception()).splitlines()[0][:300])
+            else:
+                reason = "timeout"
+                t.cancel()
+                calls[n].cancel()
+            self.m_fallback.inc(tags={"engine": n, "reason": reason})
+            out[n] = (None, reason)
+        return out
 
     def _done(self, endpoint: str, t0: float, status: int) -> float:
         took = (time.perf_counter() - t0) * 1000
@@ -134,10 +183,9 @@ class Recommender:
         body = {"items": items, "events": events, "user": req.user_id, "n": n,
                 "filters": req.filters.model_dump(exclude={"exclude"}), "exclude": req.filters.exclude,
                 "exclude_seen": req.exclude_seen}
-        roles = list(self.retrieval)
-        results = await asyncio.gather(*(self._call(r, self.retrieval[r].recommend.remote(body)) for r in roles))
-        answered = {r: out for r, (out, reason) in zip(roles, results) if reason is None}
-        degraded += [r for r, (_, reason) in zip(roles, results) if reason is not None]
+        results = await self._fan_out({r: h.recommend.remote(body) for r, h in self.retrieval.items()})
+        answered = {r: out for r, (out, reason) in results.items() if reason is None}
+        degraded += [r for r, (_, reason) in results.items() if reason is not None]
         if not answered:
             return self._unavailable("recommend", t0, f"no retrieval engine could answer ({', '.join(degraded)})",
                                      degraded)
@@ -249,6 +297,7 @@ def build_app(args: dict[str, Any]) -> serve.Application:
     engines: {sequence|discovery|similarity|popularity: artifact URI or null}  (at least one)
     decision: artifact URI of the DQN policy, or null (then the union is ranked by a blend)
     budgets_ms: per-engine time budget ({role: ms}, plus decision and sessions)
+    rescue_ms: when no retrieval engine answers within its budget, wait this long for the first one
     candidates_per_engine: candidates each retrieval engine proposes (default 50)
     history_window: newest history items scored (default 200)
     tracking_uri: MLflow store for `models:/` URIs (default: $MLFLOW_TRACKING_URI or $RECSYS_HOME's sqlite)
@@ -257,7 +306,7 @@ def build_app(args: dict[str, Any]) -> serve.Application:
     """
     args = dict(args or {})
     known = {"engines", "decision", "budgets_ms", "candidates_per_engine", "history_window", "tracking_uri",
-             "sessions", "faults", "max_batch_size"}
+             "sessions", "faults", "max_batch_size", "rescue_ms"}
     unknown = sorted(set(args) - known)
     if unknown:
         raise ValueError(f"unknown app arg(s) {unknown}; valid: {sorted(known)}")
@@ -283,7 +332,7 @@ def build_app(args: dict[str, Any]) -> serve.Application:
     sessions = SessionStore.options(name="sessions").bind(**(args.get("sessions") or {}))
     return Recommender.bind(retrieval, decision, sessions, budgets_ms=args.get("budgets_ms"),
                             candidates_per_engine=int(args.get("candidates_per_engine", 50)),
-                            history_window=window)
+                            history_window=window, rescue_ms=float(args.get("rescue_ms", 2000)))
 
 
 noop_api = FastAPI(title="recsys no-op floor")

@@ -118,10 +118,12 @@ def main(argv: list[str] | None = None) -> None:
     decision = None if a.no_decision else (a.decision if a.decision else False)
     config = load_config(a.config, engines=engines, decision=decision, host=a.host, port=a.port)
 
+    started_here = a.address is None
+    if started_here:  # direct gRPC between replicas, user code on the replica's loop (Ray >= 2.55)
+        os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
     import ray
     from ray import serve
 
-    started_here = a.address is None
     ctx = ray.init(address=a.address, num_cpus=a.num_cpus if started_here else None, namespace="serve",
                    include_dashboard=True if started_here else None,
                    dashboard_host="127.0.0.1" if started_here else None)

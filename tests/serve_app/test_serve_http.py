@@ -35,6 +35,7 @@ def served(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("serve")
     mp = pytest.MonkeyPatch()
     mp.setenv("RAY_AUTH_MODE", "disabled")
+    mp.setenv("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")   # as `recsys serve` runs it
     mp.setenv("RECSYS_HOME", str(tmp / "home"))
     mp.delenv("MLFLOW_TRACKING_URI", raising=False)
     from models.popularity import PopularityEngine
