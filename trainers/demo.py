@@ -38,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep-serving", action="store_true", help="leave the Serve app running after the sample request")
     args = p.parse_args(argv)
 
+    import ray
+
     from recdata.synthetic import SyntheticConfig, write_csv
     from trainers import tracking
     from trainers.pipeline import load_pipeline_config, run_pipeline
@@ -46,17 +48,66 @@ def main(argv: list[str] | None = None) -> int:
     if not data.exists():
         summary = write_csv(SyntheticConfig(n_users=args.users, n_items=args.items, seed=args.seed), data)
         print(f"[demo] synthetic log: {summary['rows']:,} events, {args.users:,} users -> {data}", flush=True)
-    outputs = run_pipeline({"fmt": "rees46", "path": str(data), "load_kwargs": {}},
-                           load_pipeline_config(args.config), force=args.force)
-    print()
-    print(results_table(outputs))
-    print(f"\nMLflow: mlflow ui --backend-store-uri {tracking.tracking_uri()}")
+    # One local Ray for training and serving, with the dashboard (token-authenticated in Ray 2.60).
+    ctx = ray.init(include_dashboard=True, dashboard_host="127.0.0.1", logging_level="WARNING",
+                   runtime_env={"env_vars": {"RECSYS_HOME": str(tracking.work_dir()),
+                                             "MLFLOW_TRACKING_URI": tracking.tracking_uri()}})
     try:
-        from serve_app.run import demo_request
-    except ImportError:
-        print("[demo] serving is not part of this build yet")
-        return 0
-    return demo_request(outputs, keep_serving=args.keep_serving)
+        outputs = run_pipeline({"fmt": "rees46", "path": str(data), "load_kwargs": {}},
+                               load_pipeline_config(args.config), force=args.force)
+        print()
+        print(results_table(outputs))
+        print(f"\nMLflow: mlflow ui --backend-store-uri {tracking.tracking_uri()}")
+        return serve_and_ask(outputs, data, ctx.dashboard_url, args.keep_serving)
+    finally:
+        if not args.keep_serving:
+            ray.shutdown()
+
+
+ROLE_STAGES = {"sequence": "sasrec", "discovery": "vae", "similarity": "content", "popularity": "popularity"}
+
+
+def serve_and_ask(outputs: dict, data: Path, dashboard_url: str | None, keep_serving: bool) -> int:
+    """Deploy the engines the pipeline registered, then send the README's request shape with a real
+    shopper's recent items, and a /similar request."""
+    import time
+
+    import httpx
+    import pandas as pd
+
+    from serve_app.run import deploy, load_config, token_path
+
+    engines = {role: outputs[stage]["artifact"] for role, stage in ROLE_STAGES.items()
+               if outputs.get(stage, {}).get("artifact")}
+    missing = sorted(set(ROLE_STAGES) - set(engines))
+    decision = outputs.get("dqn", {}).get("artifact")
+    config = load_config(engines={r: None for r in missing} | engines, decision=decision)
+    url = deploy(config)
+    log = pd.read_csv(data, usecols=["user_id", "product_id", "event_type"])
+    user = log["user_id"].value_counts().index[len(log["user_id"].unique()) // 2]
+    history = log.loc[log["user_id"] == user, "product_id"].drop_duplicates().tail(5).tolist()
+    body = {"history": history, "user_id": f"user_{user}", "k": 5}
+    t0 = time.perf_counter()
+    r = httpx.post(f"{url}/recommend", json=body, timeout=60)
+    ms = (time.perf_counter() - t0) * 1000
+    print(f"\n[demo] serving at {url}  (docs {url}/docs)")
+    print(f"POST /recommend {body}\n-> {r.status_code} in {ms:.0f} ms")
+    print(json.dumps(r.json(), indent=1)[:2500])
+    if "similarity" in engines:
+        s = httpx.post(f"{url}/similar", json={"item": history[-1], "k": 3}, timeout=60)
+        print(f"POST /similar {{'item': {history[-1]}, 'k': 3}} -> {s.status_code}\n{json.dumps(s.json())[:800]}")
+    print(f"GET /version -> {httpx.get(f'{url}/version', timeout=30).json()}")
+    if missing:
+        print(f"[demo] not served (stage not run): {', '.join(missing)}")
+    print(f"\nRay dashboard: http://{dashboard_url}  (token auth: the token is in {token_path()})")
+    if keep_serving:
+        print("Serving until interrupted (Ctrl-C).")
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+    return 0 if r.status_code == 200 else 1
 
 
 if __name__ == "__main__":
