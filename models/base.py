@@ -155,6 +155,7 @@ class Engine(abc.ABC):
 # loads only that engine's framework (TensorFlow for SASRec, torch for the others).
 ENGINE_MODULES = {
     "popularity": "models.popularity",
+    "markov": "models.markov",
     "sasrec": "models.sasrec",
     "vae": "models.vae",
     "content": "models.content",

@@ -111,6 +111,12 @@ def _to_float(s: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     return v, ~np.isfinite(v)
 
 
+def _unix_seconds(dt: pd.Series) -> np.ndarray:
+    """Datetimes -> int64 unix seconds whatever the resolution (pandas 3 parses to microseconds,
+    pandas 2 to nanoseconds, so `astype("int64")` alone means different units)."""
+    return dt.dt.as_unit("s").astype("int64").to_numpy()
+
+
 def _event_codes(s: pd.Series, event_map: dict[str, str] | None = None) -> tuple[np.ndarray, np.ndarray]:
     names = s.str.strip().str.lower()
     if event_map:
@@ -160,7 +166,7 @@ def load_rees46(
             ok = v.ok
             parts["user"].append(user[ok])
             parts["item"].append(item[ok])
-            parts["ts"].append(ts[ok].astype("int64").to_numpy() // 10**9)
+            parts["ts"].append(_unix_seconds(ts[ok]))
             parts["event"].append(ev[ok])
             parts["session"].append(pd.util.hash_array(chunk["user_session"].to_numpy()[ok]).view(np.int64))
             item_parts.append(
@@ -360,7 +366,7 @@ def load_table(
             ts, bad = num.to_numpy(dtype=np.float64, na_value=np.nan), num.isna().to_numpy()
         else:
             dt = pd.to_datetime(col, errors="coerce", utc=True)
-            ts, bad = dt.astype("int64").to_numpy() / 1e9, dt.isna().to_numpy()
+            ts, bad = _unix_seconds(dt.fillna(pd.Timestamp(0, tz="UTC"))).astype(np.float64), dt.isna().to_numpy()
         v.fail("missing or bad timestamp", bad)
         ts = np.nan_to_num(ts).astype(np.int64)
     else:

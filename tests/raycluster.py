@@ -31,7 +31,8 @@ class LocalHead:
         self.token_path = self.root / "auth_token"
         self.token_path.write_text(secrets.token_hex(32))
         self.dashboard_port = free_port()
-        self.env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(self.token_path),
+        inherited = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RECSYS_HOME")}
+        self.env = {**inherited, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(self.token_path),
                     "RAY_USAGE_STATS_ENABLED": "0",
                     # the activated virtualenv, as a user would have it: the job's `python` is this one
                     "PATH": f"{BIN}:{os.environ.get('PATH', '')}"}

@@ -44,12 +44,6 @@ def prepare_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
-def synth(args: argparse.Namespace) -> int:
-    from recdata import synthetic
-
-    return synthetic.main(args.rest)
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="recsys data", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -63,10 +57,17 @@ def main(argv: list[str] | None = None) -> int:
     pr.add_argument("--split", choices=("loo", "users"), default="loo")
     pr.add_argument("--cache", type=lambda x: __import__("pathlib").Path(x), default=None)
     pr.set_defaults(func=prepare_cmd)
-    sy = sub.add_parser("synth", help="synthetic REES46-schema log (options: see recdata.synthetic)",
-                        add_help=False)
-    sy.add_argument("rest", nargs=argparse.REMAINDER)
-    sy.set_defaults(func=synth)
+    sub.add_parser("synth", help="synthetic REES46-schema log (`recsys data synth --help` for options)")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["synth"]:  # its options are recdata.synthetic's own
+        from recdata import synthetic
+
+        try:
+            synthetic.main(argv[1:])
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        return 0
     args = p.parse_args(argv)
     try:
         return args.func(args)

@@ -161,9 +161,6 @@ def run_pipeline(data: dict, config: PipelineConfig, force: bool = False, addres
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, logging_level="WARNING",
                  runtime_env={"env_vars": {"RECSYS_HOME": str(work), "MLFLOW_TRACKING_URI": tracking.tracking_uri()}})
-    import mlflow
-
-    mlflow.set_tracking_uri(tracking.tracking_uri())
     outputs: dict[str, dict] = {}
     with tracking.run("pipeline", run_name=f"pipeline-{data['fmt']}") as parent:
         tracking.log_params({"format": data["fmt"], "path": data["path"], "stages": ",".join(s.name for s in specs)})

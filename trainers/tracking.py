@@ -29,7 +29,12 @@ def tracking_uri() -> str:
 def _mlflow():
     import mlflow
 
+    # mlflow.set_tracking_uri also writes MLFLOW_TRACKING_URI into os.environ; left there, it would
+    # outrank a later RECSYS_HOME in this process and leak into every job or worker started from it.
+    before = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(tracking_uri())
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
     return mlflow
 
 

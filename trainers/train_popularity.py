@@ -27,7 +27,8 @@ def train(ds, options: dict | None = None, register: bool = True) -> dict:
     tracking.log_metrics(test, prefix="test.")
     version = tracking.log_engine(engine, "popularity" if register else None)
     return {"artifact": "models:/popularity@champion" if version else None, "version": version,
-            "val_ndcg@10": val["ndcg@10"], "test_hr@10": test["hr@10"], "test_ndcg@10": test["ndcg@10"]}
+            **{f"val_{k}": v for k, v in val.items() if k != "users"},
+            **{f"test_{k}": v for k, v in test.items() if k != "users"}}
 
 
 def pipeline_stage(ctx) -> dict:

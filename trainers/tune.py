@@ -134,7 +134,10 @@ def _trial(config: dict) -> None:
     from recdata.dataset import PreparedDataset
     from trainers import tracking
 
+    import ray
+
     meta = config.pop("__sweep__")
+    node_id = ray.get_runtime_context().get_node_id()
     ds = PreparedDataset.load(meta["dataset_dir"])
     cls = get_engine_class(meta["engine"])
     engine_cfg = config_from_dict(cls.config_class, {**meta["base"], **config}, "trial")
@@ -157,7 +160,9 @@ def _trial(config: dict) -> None:
             with tempfile.TemporaryDirectory() as d:
                 engine.save(Path(d) / "engine")
                 (Path(d) / "state.json").write_text(json.dumps({"epoch": epoch}))
-                tune.report({"epoch": epoch, **metrics}, checkpoint=tune.Checkpoint.from_directory(d))
+                # node_id: where the trial ran (a cluster sweep spreads trials over nodes)
+                tune.report({**metrics, "epoch": epoch, "node_id": node_id},
+                            checkpoint=tune.Checkpoint.from_directory(d))
     finally:
         # ASHA stops trials by ending this function: close the run or it stays RUNNING forever.
         mlflow.end_run()
@@ -230,6 +235,7 @@ def run_sweep(sweep: SweepConfig, num_samples: int | None = None, resume: bool =
     return {
         "trials": len(results), "stopped_early": stopped_early, "errors": len(results.errors),
         "minutes": (time.perf_counter() - t0) / 60, f"best_{sweep.metric}": best.metrics[sweep.metric],
+        "nodes": sorted({(r.metrics or {}).get("node_id") for r in results} - {None}),
         "best_config": best_cfg, "best_test": test, "popularity_test": pop, "registered_version": version,
     }
 

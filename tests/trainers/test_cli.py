@@ -45,3 +45,13 @@ def test_trainers_run_as_modules():
     out = subprocess.run([sys.executable, "-m", "trainers.evaluate", "--help"], cwd=REPO,
                          capture_output=True, text=True)
     assert out.returncode == 0 and "--artifact" in out.stdout
+
+
+def test_data_synth_writes_a_log_that_loads_clean(tmp_path, capsys):
+    out = tmp_path / "s.csv"
+    assert app(["data", "synth", "--users", "50", "--items", "500", "--out", str(out)]) == 0
+    assert app(["data", "stats", "--format", "rees46", "--path", str(out), "--json"]) == 0
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert last["users"] == 50 and last["bad_rows"] == 0 and last["interactions"] > 50 * 5
+    assert app(["data", "synth", "--users", "50", "--items", "10", "--out", str(out)]) == 2
+    assert "use --items" in capsys.readouterr().err

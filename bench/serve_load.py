@@ -1,0 +1,240 @@
+"""Load benchmark of the Serve application against a no-op Serve app, plus a replica-kill drill.
+
+    python -m bench.serve_load                       # ML-1M popularity in every retrieval role
+    python -m bench.serve_load --artifact sequence=models:/sasrec@champion --artifact discovery=...
+
+Loopback only, bounded request counts. Deploys serve_app/config.yaml (its deployment options: CPUs,
+max_ongoing_requests, autoscaling) with the artifacts given; a retrieval role with no artifact gets
+the real popularity engine trained here on ML-1M as a stand-in (printed), so the full four-way
+fan-out graph is what is measured. In the same Serve instance runs the no-op app (same proxy,
+FastAPI ingress and request model, no engine): the floor. Requests use the README shape with real
+ML-1M histories; clients are asyncio + httpx in this process.
+
+Targets (issue 7): at 8 clients /recommend p99 <= 2.5x the no-op p99 and throughput >= 0.5x.
+Drill: during a /recommend run at 8 clients, `ray.kill` one engine replica; count failed requests
+(non-200), degraded answers, and the recovery time (kill -> last answer missing that engine).
+Prints a table; the LAST line is one JSON object of the figures.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / ".." / "shared" / "data" / "ml-1m"
+ROLES = ("sequence", "discovery", "similarity", "popularity")
+
+
+def _free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+async def _load(url: str, bodies: list[dict], concurrency: int, duration_s: float | None = None,
+                on_response=None) -> dict:
+    """Send `bodies` (cycled when duration_s is set) with `concurrency` clients; latencies in ms."""
+    import httpx
+
+    lat, statuses, t_first, errors = [], [], time.perf_counter(), []
+    it = iter(range(10**9))
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+
+    async def worker(client):
+        while True:
+            i = next(it)
+            if duration_s is None and i >= len(bodies):
+                return
+            if duration_s is not None and time.perf_counter() - t_first > duration_s:
+                return
+            t0 = time.perf_counter()
+            try:
+                r = await client.post(url, json=bodies[i % len(bodies)])
+                status, payload = r.status_code, (r.json() if r.status_code == 200 else None)
+                if status != 200 and len(errors) < 5:
+                    errors.append(f"{status} {r.text[:300]}")
+            except Exception as e:
+                status, payload = -1, None
+                if len(errors) < 5:
+                    errors.append(f"{type(e).__name__}: {e}")
+            t1 = time.perf_counter()
+            lat.append((t1 - t0) * 1000)
+            statuses.append(status)
+            if on_response is not None:
+                on_response(t1, status, payload)
+
+    async with httpx.AsyncClient(timeout=30, limits=limits) as client:
+        t_first = time.perf_counter()
+        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+        wall = time.perf_counter() - t_first
+    lat = np.asarray(lat)
+    ok = np.asarray(statuses) == 200
+    return {"n": len(lat), "p50_ms": float(np.percentile(lat, 50)), "p99_ms": float(np.percentile(lat, 99)),
+            "rps": len(lat) / wall, "failed": int((~ok).sum()), "errors": errors}
+
+
+def build_artifacts(tmp: Path, data: Path) -> tuple[str, object]:
+    from models.popularity import PopularityEngine
+    from recdata.dataset import prepare
+
+    ds = prepare("sasrec", data, cache_dir=ROOT / ".recsys" / "prepared")
+    engine = PopularityEngine(catalog=ds.catalog).fit(ds.train)
+    return str(engine.save(tmp / "popularity")), ds
+
+
+def request_bodies(ds, n: int, seed: int = 0, anonymous: bool = False) -> tuple[list[dict], list[dict]]:
+    rng = np.random.default_rng(seed)
+    indptr, items, _ = ds.train.sequences()
+    users = rng.choice(len(indptr) - 1, n)
+    rec = []
+    for u in users:
+        hist = items[indptr[u]:indptr[u + 1]][-20:]
+        rec.append({"history": ds.catalog.item_raw(hist).tolist(), **({} if anonymous else {"user_id": f"user_{u}"})})
+    sim = [{"item": x, "k": 10} for x in ds.catalog.item_raw(rng.choice(ds.catalog.n_items, n)).tolist()]
+    return rec, sim
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--data", default=str(DATA), help="ML-1M folder (SASRec format)")
+    p.add_argument("--artifact", action="append", default=[], metavar="ROLE=URI",
+                   help="a trained engine for a role (decision=URI for the DQN policy)")
+    p.add_argument("--requests", type=int, default=400, help="requests per (endpoint, concurrency) run")
+    p.add_argument("--concurrency", default="1,8")
+    p.add_argument("--drill-seconds", type=float, default=15.0)
+    p.add_argument("--kill", default="sequence", help="role whose replica the drill kills")
+    p.add_argument("--anonymous", action="store_true", help="requests without user_id (no session lookup)")
+    p.add_argument("--serve-defaults", action="store_true",
+                   help="leave RAY_SERVE_THROUGHPUT_OPTIMIZED unset (Serve's default data plane)")
+    a = p.parse_args(argv)
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # loopback benchmark on a private cluster
+    if not a.serve_defaults:  # what `recsys serve` runs with: direct gRPC between replicas etc.
+        os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
+    import ray
+    from ray import serve
+
+    from serve_app.run import deploy, load_config
+
+    given = dict(s.split("=", 1) for s in a.artifact)
+    decision = given.pop("decision", None)
+    tmp = Path(tempfile.mkdtemp(prefix="rsvb"))
+    pop, ds = build_artifacts(tmp, Path(a.data))
+    engines = {r: given.get(r) or pop for r in ROLES}
+    stand_in = [r for r in ROLES if r not in given and r != "popularity"]
+    rec_bodies, sim_bodies = request_bodies(ds, a.requests, anonymous=a.anonymous)
+
+    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=str(tmp / "ray"), logging_level="ERROR",
+             namespace="serve", _metrics_export_port=_free_port())
+    config = load_config(engines=engines, decision=decision, port=_free_port())
+    noop = {"name": "noop", "route_prefix": "/noop", "import_path": "serve_app.app:build_noop_app",
+            "deployments": [{"name": "NoOp", "max_ongoing_requests": 64, "ray_actor_options": {"num_cpus": 0}}]}
+    config["applications"].append(noop)
+    base = deploy(config)
+    rows, res = [], {}
+    try:
+        for c in [int(x) for x in a.concurrency.split(",")]:
+            for name, url, bodies in [("noop", base + "/noop/recommend", rec_bodies),
+                                      ("recommend", base + "/recommend", rec_bodies),
+                                      ("similar", base + "/similar", sim_bodies)]:
+                asyncio.run(_load(url, bodies[:20], 2))  # warm-up
+                r = asyncio.run(_load(url, bodies, c))
+                res[(name, c)] = r
+                rows.append(f"{name:<10} {c:>3} {r['n']:>6} {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} "
+                            f"{r['rps']:>8.1f} {r['failed']:>7}")
+        drill = run_drill(base, rec_bodies, a.kill, a.drill_seconds)
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+    c_hi = max(int(x) for x in a.concurrency.split(","))
+    rec, nop, sim = res[("recommend", c_hi)], res[("noop", c_hi)], res[("similar", c_hi)]
+    print(f"engines: {json.dumps(engines)}; stand-in popularity for {stand_in or 'none'}; "
+          f"decision: {decision or 'none (blend)'}")
+    print(f"{'endpoint':<10} {'clients':>3} {'n':>6} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} {'failed':>7}")
+    print("\n".join(rows))
+    print(f"at {c_hi} clients: recommend p99 / noop p99 = {rec['p99_ms'] / nop['p99_ms']:.2f} (target <= 2.5); "
+          f"recommend rps / noop rps = {rec['rps'] / nop['rps']:.2f} (target >= 0.5)")
+    print(f"drill: killed {drill['killed']} at t={drill['kill_at_s']:.1f}s of a {a.drill_seconds:.0f}s run at 8 "
+          f"clients: {drill['requests']} requests, {drill['failed']} failed, {drill['degraded']} degraded "
+          f"(missing {a.kill}), recovery {drill['recovery_s']:.2f}s, replica back RUNNING after "
+          f"{drill['replica_back_s']:.1f}s")
+    for e in drill["errors"]:
+        print(f"  drill failure: {e}")
+    out = {
+        "recommend_p50_ms": round(rec["p50_ms"], 2), "recommend_p99_ms": round(rec["p99_ms"], 2),
+        "recommend_rps": round(rec["rps"], 1), "noop_p50_ms": round(nop["p50_ms"], 2),
+        "noop_p99_ms": round(nop["p99_ms"], 2), "noop_rps": round(nop["rps"], 1),
+        "similar_p50_ms": round(sim["p50_ms"], 2), "similar_p99_ms": round(sim["p99_ms"], 2),
+        "similar_rps": round(sim["rps"], 1), "clients": c_hi,
+        "failed_requests": rec["failed"] + sim["failed"] + nop["failed"],
+        "p99_ratio": round(rec["p99_ms"] / nop["p99_ms"], 2), "rps_ratio": round(rec["rps"] / nop["rps"], 2),
+        "recommend_c1_p50_ms": round(res[("recommend", 1)]["p50_ms"], 2) if ("recommend", 1) in res else None,
+        "noop_c1_p50_ms": round(res[("noop", 1)]["p50_ms"], 2) if ("noop", 1) in res else None,
+        "drill_failed_requests": drill["failed"], "drill_degraded": drill["degraded"],
+        "drill_requests": drill["requests"], "drill_recovery_s": round(drill["recovery_s"], 2),
+        "drill_replica_back_s": round(drill["replica_back_s"], 2),
+        "stand_in_roles": stand_in, "decision": bool(decision), "requests_per_run": a.requests,
+        "anonymous": a.anonymous, "throughput_optimized": os.environ.get("RAY_SERVE_THROUGHPUT_OPTIMIZED") == "1",
+    }
+    print(json.dumps(out))
+    return out
+
+
+def run_drill(base: str, bodies: list[dict], role: str, seconds: float) -> dict:
+    """Kill one replica of `role` 2 s into a /recommend run at 8 clients."""
+    import threading
+
+    import ray
+    from ray import serve
+
+    events: list[tuple[float, int, bool]] = []
+
+    def on_response(t, status, payload):
+        events.append((t, status, bool(payload and role in payload.get("degraded", []))))
+
+    state = {}
+
+    def killer():
+        time.sleep(2.0)
+        names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+                 if a["name"].startswith(f"SERVE_REPLICA::recsys#{role}#")]
+        state["killed"] = names[0].split("#")[-1] if names else None
+        state["t_kill"] = time.perf_counter()
+        if names:
+            ray.kill(ray.get_actor(names[0], namespace="serve"), no_restart=True)
+        # Back when the deployment reports a healthy replica again (polled at 10 Hz).
+        while time.perf_counter() - state["t_kill"] < 60:
+            fresh = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+                     if a["name"].startswith(f"SERVE_REPLICA::recsys#{role}#") and a["name"] not in names]
+            dep = serve.status().applications["recsys"].deployments[role]
+            running = sum(v for k, v in dep.replica_states.items() if str(k).endswith("RUNNING"))
+            if fresh and str(dep.status).endswith("HEALTHY") and running >= 1:
+                break
+            time.sleep(0.1)
+        state["t_back"] = time.perf_counter()
+
+    th = threading.Thread(target=killer)
+    t0 = time.perf_counter()
+    th.start()
+    r = asyncio.run(_load(base + "/recommend", bodies, 8, duration_s=seconds, on_response=on_response))
+    th.join()
+    t_kill = state["t_kill"]
+    degraded_after = [t for t, s, d in events if d and t >= t_kill]
+    return {"killed": f"{role} replica {state['killed']}", "kill_at_s": t_kill - t0, "requests": r["n"],
+            "failed": r["failed"], "errors": r["errors"], "degraded": sum(d for _, _, d in events),
+            "recovery_s": (max(degraded_after) - t_kill) if degraded_after else 0.0,
+            "replica_back_s": state.get("t_back", t_kill) - t_kill}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+"""Gymnasium env of one shopper's session (over the vectorized core) and its registration by name.
+
+    import envs; gymnasium.make("recsys/Shopping-v0", env_config={"data": "../shared/data/rees46-oct2019-head"})
+    envs.register_rllib()  ->  DQNConfig().environment("recsys-shopping", env_config={...})
+
+env_config keys: data (path of a log), fmt (loader format, default rees46), user_model (a folder saved by
+UserModel.save; used instead of data when given), funnel_data (REES46-format log calibrating the funnel
+when `data` has no purchases, e.g. MovieLens), sim (dict of SimConfig fields; reward as a nested dict),
+seed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+
+from envs.shopping import ENV_ID, RLLIB_ENV, RewardConfig, ShopperSim, SimConfig, observation_space
+from envs.user_model import UserModel
+
+DEFAULT_FUNNEL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "rees46-oct2019-head"
+_CACHE: dict = {}
+
+
+def sim_config(values: dict | None) -> SimConfig:
+    """dict -> SimConfig; unknown keys fail with the valid ones."""
+    from models.base import config_from_dict
+
+    values = dict(values or {})
+    reward = config_from_dict(RewardConfig, values.pop("reward", None), "sim.reward")
+    if "slots" in values:
+        values["slots"] = tuple(values["slots"])
+    return dataclasses.replace(config_from_dict(SimConfig, values, "sim"), reward=reward)
+
+
+def user_model(env_config: dict) -> UserModel:
+    """Fit (or load) the user model an env_config names; cached per process."""
+    if env_config.get("user_model"):
+        key = ("dir", str(env_config["user_model"]))
+        if key not in _CACHE:
+            _CACHE[key] = UserModel.load(env_config["user_model"])
+        return _CACHE[key]
+    data = env_config.get("data")
+    if not data:
+        raise ValueError("env_config needs 'data' (a log folder, e.g. ../shared/data/rees46-oct2019-head) "
+                         "or 'user_model' (a folder written by UserModel.save)")
+    fmt = env_config.get("fmt", "rees46")
+    key = ("data", fmt, str(Path(data).resolve()), str(env_config.get("funnel_data")))
+    if key not in _CACHE:
+        from recdata.dataset import Catalog
+        from recdata.loaders import load
+
+        log = load(fmt, data)
+        funnel = env_config.get("funnel_data") or (str(DEFAULT_FUNNEL) if DEFAULT_FUNNEL.exists() else None)
+        funnel_log = load("rees46", funnel) if funnel and (log.events["event"] == 2).sum() < 20 else None
+        _CACHE[key] = UserModel.fit(log, Catalog.from_log(log), funnel_log=funnel_log,
+                                    funnel_source=str(funnel) if funnel_log is not None else "")
+    return _CACHE[key]
+
+
+class ShoppingEnv(gym.Env):
+    """One shopper. Observation: dict of hist_items [L], hist_events [L], cand_items [K], cand_feats [K, F]
+    (see envs/shopping.py); action: Discrete(K), the candidate to show. info: response (-1 skip, 0 view,
+    1 cart, 2 purchase), item, click/purchase probabilities are not exposed (hidden state)."""
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, env_config: dict | None = None, **kw):
+        env_config = {**(env_config or {}), **kw}
+        self.env_config = env_config
+        self.um = user_model(env_config)
+        self.cfg = sim_config(env_config.get("sim"))
+        self.sim = ShopperSim(self.um, self.cfg, n=1, seed=env_config.get("seed"))
+        self.observation_space = observation_space(self.cfg, self.um.n_items)
+        self.action_space = gym.spaces.Discrete(self.cfg.n_candidates)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        if seed is not None:
+            self.sim.rng = np.random.default_rng(seed)
+        self.sim.reset()
+        return self._obs(), {}
+
+    def step(self, action):
+        item = int(self.sim.cand[0, int(action)])
+        reward, term, trunc, resp = self.sim.step(np.array([int(action)]))
+        return self._obs(), float(reward[0]), bool(term[0]), bool(trunc[0]), {"response": int(resp[0]), "item": item}
+
+    def _obs(self) -> dict:
+        return {k: v[0] for k, v in self.sim.observation().items()}
+
+
+def make_env(env_config: dict | None = None) -> ShoppingEnv:
+    """RLlib env creator (also applies the worker index to the seed so runners differ)."""
+    cfg = dict(env_config or {})
+    idx = getattr(env_config, "worker_index", 0) * 1000 + getattr(env_config, "vector_index", 0)
+    if cfg.get("seed") is not None:
+        cfg["seed"] = int(cfg["seed"]) + idx
+    return ShoppingEnv(cfg)
+
+
+def register_gym() -> None:
+    if ENV_ID not in gym.registry:
+        gym.register(ENV_ID, entry_point="envs.env:ShoppingEnv")
+
+
+def register_rllib() -> str:
+    """Register the env with Ray Tune/RLlib by name; returns the name."""
+    os.environ.setdefault("RLLIB_TEST_NO_TF_IMPORT", "1")
+    from ray import tune
+
+    tune.register_env(RLLIB_ENV, make_env)
+    return RLLIB_ENV

@@ -1,0 +1,1 @@
+"""Decision engine: Transformer-DQN (plain-torch network + RLlib module + serving artifact)."""

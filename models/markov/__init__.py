@@ -1,0 +1,3 @@
+from models.markov.model import MarkovConfig, MarkovEngine
+
+__all__ = ["MarkovConfig", "MarkovEngine"]

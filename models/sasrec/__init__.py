@@ -1,0 +1,5 @@
+"""The sequence engine: SASRec in Keras 3, exported to TFLite (see `model.py`, `engine.py`, `lite.py`)."""
+from models.sasrec.config import SasrecConfig
+from models.sasrec.engine import SasrecEngine
+
+__all__ = ["SasrecConfig", "SasrecEngine"]

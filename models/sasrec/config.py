@@ -1,0 +1,67 @@
+"""SASRec configuration: a typed dataclass, loadable from YAML (unknown keys fail).
+
+Kept apart from the network code so that the LiteRT scorer reads an artifact's config without
+importing TensorFlow.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+LOSSES = ("ce", "sampled", "bce")
+
+
+@dataclass
+class SasrecConfig:
+    max_len: int = 200
+    """Longest history the model reads (the most recent items); longer ones are cut from the left."""
+    blocks: int = 2
+    """Number of self-attention blocks."""
+    heads: int = 1
+    """Attention heads per block; must divide `hidden`."""
+    hidden: int = 64
+    """Embedding / model width."""
+    dropout: float = 0.2
+    """Dropout on embeddings, attention weights and feed-forward outputs."""
+    loss: str = "ce"
+    """'ce': full-softmax cross-entropy over all items (SASRec+, strongest); 'sampled': sampled softmax
+    over `negatives` shared uniform negatives (large catalogs); 'bce': the paper's BCE, one negative."""
+    negatives: int = 256
+    """Negatives per batch for loss='sampled' (ignored by 'ce'; 'bce' always uses one)."""
+    lr: float = 1e-3
+    """Adam learning rate."""
+    batch: int = 128
+    """Training sequences per step."""
+    epochs: int = 200
+    """Upper bound on epochs; early stopping usually ends training sooner."""
+    patience: int = 10
+    """Stop after this many validation checks without a better val NDCG@10 (best weights are kept)."""
+    eval_every: int = 1
+    """Validate every this many epochs."""
+    max_train_minutes: float | None = None
+    """Wall-clock budget: stop after the epoch that exceeds it (best weights are kept); None = none."""
+    use_event_types: bool = False
+    """Add an event-type embedding (view/cart/purchase) to each history position."""
+    pre_ln: bool = True
+    """Pre-LayerNorm blocks (stable at higher learning rates); False = post-LN (original Transformer)."""
+    weight_decay: float = 0.0
+    """AdamW weight decay (0 = plain Adam)."""
+    jit_compile: bool = True
+    """Compile the train step with XLA."""
+    seed: int = 42
+    """Seed for weights, dropout, shuffling and negative sampling."""
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss={self.loss!r} is not one of {LOSSES}; set loss: ce (SASRec+), sampled or bce")
+        for name in ("max_len", "blocks", "heads", "hidden", "batch", "epochs", "patience", "eval_every"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name}={v!r} must be a positive integer")
+        if self.hidden % self.heads:
+            raise ValueError(f"hidden={self.hidden} is not divisible by heads={self.heads}; pick heads dividing it")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout={self.dropout} must be in [0, 1)")
+        if self.loss == "sampled" and self.negatives < 1:
+            raise ValueError("loss='sampled' needs negatives >= 1")
+        if self.lr <= 0:
+            raise ValueError(f"lr={self.lr} must be > 0")

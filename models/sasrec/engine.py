@@ -1,0 +1,218 @@
+"""The SASRec engine: training loop with early stopping, compiled scoring, artifact + TFLite export.
+
+Training is one XLA-compiled step per batch over fixed-shape windows (no per-example Python);
+validation is full-ranking NDCG@10 of the validation item from the train history, seen filtered.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from models.base import Engine
+from models.sasrec.config import SasrecConfig
+from models.sasrec.model import SasrecNetwork, pad_histories, sequence_loss, training_windows
+from recdata.dataset import Interactions
+from recdata.evaluation import HistoryBatch
+from recdata.metrics import RankingEvaluator, mask_seen
+
+WEIGHTS_FILE = "sasrec.weights.h5"
+TFLITE_FILE = "model.tflite"
+
+
+class SasrecEngine(Engine):
+    name = "sasrec"
+    config_class = SasrecConfig
+
+    def __init__(self, config: SasrecConfig | None = None, catalog=None):
+        super().__init__(config, catalog)
+        self.net: SasrecNetwork | None = None
+        self.history: list[dict] = []
+        self._score_fn = None
+
+    # -- network --------------------------------------------------------------------------------
+    def _build(self) -> SasrecNetwork:
+        keras.utils.set_random_seed(self.config.seed)
+        net = SasrecNetwork(self.config, self.n_items)
+        L = self.config.max_len
+        net(tf.zeros([1, L], tf.int32), tf.zeros([1, L], tf.int32))  # create the variables
+        self.net = net
+        self._score_fn = None
+        return net
+
+    def _scorer(self):
+        """A compiled scoring function [B, L] x [B, L] -> [B, N]; traced once for any batch size."""
+        if self._score_fn is None:
+            net, L = self.net, self.config.max_len
+            spec = [tf.TensorSpec([None, L], tf.int32, "items"), tf.TensorSpec([None, L], tf.int32, "events")]
+            self._score_fn = tf.function(lambda items, events: net.last_scores(items, events),
+                                         input_signature=spec, reduce_retracing=True)
+        return self._score_fn
+
+    def score(self, batch: HistoryBatch) -> np.ndarray:
+        if self.net is None:
+            raise RuntimeError("sasrec: call fit() or SasrecEngine.load() before score()")
+        items, events = pad_histories(batch.items, batch.events, self.config.max_len)
+        return self._scorer()(tf.constant(items), tf.constant(events)).numpy()  # [B, N]
+
+    # -- training -------------------------------------------------------------------------------
+    def fit(self, train: Interactions, val: Interactions | None = None,
+            on_epoch: Callable[[int, dict], None] | None = None, strategy=None,
+            shard: tuple[int, int] = (0, 1)) -> "SasrecEngine":
+        """Train; with `val`, validate every `eval_every` epochs, stop after `patience` checks
+        without a better NDCG@10 and keep the best weights. `on_epoch(epoch, metrics)` is called
+        after each epoch (MLflow logging, progress). `strategy`: a tf.distribute strategy (Ray
+        Train's MultiWorkerMirroredStrategy) -- gradients are all-reduced across its workers;
+        `shard=(rank, world)`: this worker trains on every world-th user from `rank`."""
+        c = self.config
+        indptr, items, events = train.sequences()
+        inp, ev, tgt = training_windows(indptr, items, events, c.max_len)
+        if len(inp) == 0:
+            raise ValueError("sasrec: no user has 2+ training events; nothing to learn from")
+        scope = strategy.scope() if strategy is not None else _null_scope()
+        with scope:
+            net = self._build()
+            opt = (keras.optimizers.AdamW(c.lr, weight_decay=c.weight_decay) if c.weight_decay
+                   else keras.optimizers.Adam(c.lr))
+            opt.build(net.trainable_variables)
+        val_hist = self._val_histories(indptr, items, events, val) if val is not None else None
+
+        replicas = getattr(strategy, "num_replicas_in_sync", 1)
+
+        def step(x, e, y, seed, denom):
+            with tf.GradientTape() as tape:
+                loss = sequence_loss(net, net(x, e, training=True), y, seed, c.loss, c.negatives, denom)
+                # Keras sums gradients over replicas (all-reduce); scale so the update is their mean.
+                scaled = loss / replicas
+            grads = tape.gradient(scaled, net.trainable_variables)
+            opt.apply_gradients(zip(grads, net.trainable_variables))
+            return loss
+
+        if strategy is None:
+            train_step = tf.function(step, jit_compile=c.jit_compile, reduce_retracing=True)
+        else:
+            inner = tf.function(step)
+
+            @tf.function
+            def train_step(x, e, y, seed, denom):
+                per = strategy.run(inner, args=(x, e, y, seed, denom))
+                return strategy.reduce(tf.distribute.ReduceOp.MEAN, per, axis=None)
+
+        rank, world = shard  # data parallel: each worker trains on its own share of users
+        per_worker = len(inp) // world if world > 1 else len(inp)  # equal step counts on all workers
+        inp, ev, tgt = (a[rank::world][:per_worker] for a in (inp, ev, tgt))
+        lengths = (tgt > 0).sum(1)
+        # Loss is a sum over tokens / a fixed count, so every target position weighs the same
+        # whatever the length of the sequences its batch holds.
+        denom = tf.constant(float(c.batch * lengths.mean()))
+        rng = np.random.default_rng(c.seed)
+
+        best, best_weights, bad_checks, step_no = -1.0, None, 0, 0
+        started = time.perf_counter()
+        self.history = []
+        for epoch in range(1, c.epochs + 1):
+            t0, total, n = time.perf_counter(), 0.0, 0
+            for rows, width in length_buckets(lengths, c.batch, c.max_len, rng):
+                step_no += 1
+                x, e, y = (tf.constant(a[rows, -width:]) for a in (inp, ev, tgt))
+                loss = train_step(x, e, y, tf.constant([c.seed, step_no], tf.int32), denom)
+                total, n = total + float(loss) * denom.numpy() / max((y.numpy() > 0).sum(), 1), n + 1
+            rec = {"epoch": epoch, "loss": total / max(n, 1), "epoch_seconds": time.perf_counter() - t0}
+            if val_hist is not None and (epoch % c.eval_every == 0 or epoch == c.epochs):
+                rec.update({f"val_{k}": v for k, v in self._evaluate(*val_hist).items()})
+                if rec["val_ndcg@10"] > best:
+                    best, best_weights, bad_checks = rec["val_ndcg@10"], net.get_weights(), 0
+                else:
+                    bad_checks += 1
+            self.history.append(rec)
+            if on_epoch is not None:
+                on_epoch(epoch, rec)
+            if val_hist is not None and bad_checks >= c.patience:
+                break
+            if c.max_train_minutes is not None and time.perf_counter() - started > 60 * c.max_train_minutes:
+                break
+        if best_weights is not None:
+            net.set_weights(best_weights)
+        self.best_val_ndcg = best if best >= 0 else None
+        return self
+
+    @staticmethod
+    def _val_histories(indptr, items, events, val: Interactions):
+        f = val.frame
+        users, targets = f["uidx"].to_numpy(), f["iidx"].to_numpy()
+        hist = HistoryBatch([items[indptr[u]:indptr[u + 1]] for u in users],
+                            [events[indptr[u]:indptr[u + 1]] for u in users], users)
+        return hist, targets
+
+    def _evaluate(self, hist: HistoryBatch, targets: np.ndarray, batch_size: int = 1024) -> dict:
+        ev = RankingEvaluator(self.n_items, (10, 20))
+        for lo in range(0, len(hist), batch_size):
+            sub = HistoryBatch(hist.items[lo:lo + batch_size], hist.events[lo:lo + batch_size])
+            scores = self.score(sub).astype(np.float64)
+            ev.add(mask_seen(scores, sub.items), targets[lo:lo + batch_size])
+        r = ev.result()
+        return {k: r[k] for k in ("hr@10", "ndcg@10", "hr@20", "ndcg@20", "mrr")}
+
+    # -- artifact -------------------------------------------------------------------------------
+    def _save_weights(self, folder: Path) -> None:
+        self.net.save_weights(folder / WEIGHTS_FILE)
+        export_tflite(self, folder / TFLITE_FILE)
+        (folder / "history.json").write_text(json.dumps(self.history, indent=1))
+
+    def _load_weights(self, folder: Path) -> None:
+        self._build().load_weights(folder / WEIGHTS_FILE)
+        hist = folder / "history.json"
+        self.history = json.loads(hist.read_text()) if hist.exists() else []
+
+
+def length_buckets(lengths: np.ndarray, batch: int, max_len: int, rng: np.random.Generator,
+                   pool: int = 16, step: int = 40):
+    """One epoch of (row indices, window width) batches: users shuffled, then sorted by length
+    inside pools of `pool` batches so a batch's sequences have similar lengths and its window is cut
+    to the longest (rounded up to `step`, so few distinct shapes reach XLA); batch order shuffled."""
+    perm = rng.permutation(len(lengths))
+    out = []
+    for lo in range(0, len(perm), batch * pool):
+        chunk = perm[lo:lo + batch * pool]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        for b in range(0, len(chunk), batch):
+            rows = np.sort(chunk[b:b + batch])
+            width = min(max_len, int(np.ceil(lengths[rows].max() / step)) * step)
+            out.append((rows, width))
+    return [out[i] for i in rng.permutation(len(out))]
+
+
+class _null_scope:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def export_tflite(engine: SasrecEngine, path: str | Path) -> Path:
+    """Convert the scoring function (items, events [B, max_len] int32 -> scores [B, N]) to a
+    TFLite flatbuffer; the batch dimension is dynamic (resize the interpreter's inputs)."""
+    # Keras' own SavedModel export, then the SavedModel converter (which freezes the weights).
+    net, L = engine.net, engine.config.max_len
+    archive = keras.export.ExportArchive()
+    archive.track(net)
+    archive.add_endpoint(
+        "serving_default", lambda items, events: net.last_scores(items, events),
+        input_signature=[tf.TensorSpec([None, L], tf.int32, "items"), tf.TensorSpec([None, L], tf.int32, "events")])
+    with tempfile.TemporaryDirectory() as tmp:
+        archive.write_out(tmp, verbose=False)
+        flatbuffer = tf.lite.TFLiteConverter.from_saved_model(tmp).convert()
+    path = Path(path)
+    path.write_bytes(flatbuffer)
+    meta = {"inputs": ["items", "events"], "max_len": engine.config.max_len, "n_items": engine.n_items,
+            "id_shift": 1, "config": dataclasses.asdict(engine.config)}
+    (path.parent / "tflite.json").write_text(json.dumps(meta, indent=1))
+    return path

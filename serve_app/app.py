@@ -1,0 +1,353 @@
+"""The Serve application: a FastAPI ingress composing the engine deployments, and its app builder.
+
+    client ─► proxy ─► Recommender (ingress) ─┬─► sessions.get            (only with a user/session id)
+                                              ├─► sequence    .recommend ┐
+                                              ├─► discovery   .recommend │ in parallel, each within
+                                              ├─► similarity  .recommend │ its time budget
+                                              ├─► popularity  .recommend ┘ (the first late answer is
+                                              │                              taken if none is on time)
+                                              └─► decision.rank(union of candidates)  (or a blend)
+
+Each stage is one handle hop (≈4 ms on 2 cores), so the retrieval engines are called together with
+`asyncio.gather` and the graph is at most three stages deep. An engine that errors or overruns its
+budget is left out and named in `degraded`; only when no retrieval engine answers is the reply a 503.
+
+`build_app(args)` is the builder named in `serve_app/config.yaml` (`serve run serve_app/config.yaml`,
+`serve deploy`); `build_noop_app` is the floor the load benchmark compares against.
+"""
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from serve_app.engines import EVENT_CODES, DecisionRanker, RetrievalEngine, SessionStore
+from serve_app.schemas import (
+    EventRequest, EventResponse, HealthResponse, RecommendedItem, RecommendRequest, RecommendResponse,
+    SimilarItem, SimilarRequest, SimilarResponse, VersionResponse,
+)
+
+logger = logging.getLogger("ray.serve")
+ROLES = ("sequence", "discovery", "similarity", "popularity")
+DEFAULT_BUDGETS_MS = {"sequence": 150, "discovery": 150, "similarity": 150, "popularity": 100,
+                      "decision": 100, "sessions": 100}
+RRF_K = 60  # reciprocal-rank fusion constant (Cormack et al. 2009) for the blended fallback ranking
+
+
+def _app_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("ray-recsys")
+    except Exception:
+        return "0.1.0-dev"
+
+
+api = FastAPI(title="recsys", version=_app_version(),
+              description="Composed recommender: sequence (SASRec), discovery (VAE), similarity (text "
+                          "encoder), popularity; re-ranked by a DQN decision engine.")
+
+
+async def _await(resp):
+    return await resp
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=64)
+@serve.ingress(api)
+class Recommender:
+    def __init__(self, retrieval: dict[str, DeploymentHandle], decision: DeploymentHandle | None,
+                 sessions: DeploymentHandle, budgets_ms: dict | None = None, candidates_per_engine: int = 50,
+                 history_window: int = 200, rescue_ms: float = 2000.0):
+        from ray.util import metrics
+
+        self.retrieval = dict(retrieval)
+        self.decision, self.sessions = decision, sessions
+        self.budgets = {k: v / 1000.0 for k, v in {**DEFAULT_BUDGETS_MS, **(budgets_ms or {})}.items()}
+        self.n_cand, self.history_window = candidates_per_engine, history_window
+        self.rescue_s = rescue_ms / 1000.0
+        ms = [1, 2, 5, 10, 20, 30, 50, 75, 100, 150, 250, 500, 1000, 2500]
+        self.m_requests = metrics.Counter("recsys_requests", "HTTP requests by endpoint and status",
+                                          tag_keys=("endpoint", "status"))
+        self.m_latency = metrics.Histogram("recsys_request_latency_ms", "end-to-end latency in the ingress",
+                                           boundaries=ms, tag_keys=("endpoint",))
+        self.m_engine = metrics.Histogram("recsys_engine_latency_ms", "latency of each engine call",
+                                          boundaries=ms, tag_keys=("engine",))
+        self.m_fallback = metrics.Counter("recsys_engine_fallbacks", "engine calls left out (error/timeout)",
+                                          tag_keys=("engine", "reason"))
+        self.m_empty = metrics.Counter("recsys_empty_results", "answers with no items", tag_keys=("endpoint",))
+
+    # -- plumbing ------------------------------------------------------------------------------------------
+    async def _call(self, name: str, resp, budget_key: str | None = None):
+        """(result, None) or (None, reason); never raises. Counts latency and fallbacks."""
+        t0 = time.perf_counter()
+        try:
+            out = await asyncio.wait_for(_await(resp), self.budgets.get(budget_key or name, 0.15))
+            self.m_engine.observe((time.perf_counter() - t0) * 1000, tags={"engine": name})
+            return out, None
+        except asyncio.TimeoutError:
+            resp.cancel()
+            reason = "timeout"
+        except Exception as e:  # a replica error, a dead actor, an unavailable artifact
+            reason = "error"
+            logger.warning("engine %s failed: %s", name, str(e).splitlines()[0][:300] if str(e) else type(e))
+        self.m_fallback.inc(tags={"engine": name, "reason": reason})
+        return None, reason
+
+    async def _fan_out(self, calls: dict) -> dict[str, tuple[Any, str | None]]:
+        """Call engines in parallel: {name: (result, None) or (None, "timeout"/"error")}. Each engine
+        gets its budget; when none has answered within the budgets (an overloaded host), the first
+        late answer is still taken, up to `rescue_ms`, so overload degrades instead of failing."""
+        t0 = time.perf_counter()
+        tasks = {n: asyncio.ensure_future(_await(r)) for n, r in calls.items()}
+        finish: dict[str, float] = {}
+        for n, t in tasks.items():
+            t.add_done_callback(lambda _, n=n: finish.setdefault(n, time.perf_counter()))
+
+        def good(n):
+            t = tasks[n]
+            return t.done() and not t.cancelled() and t.exception() is None
+
+        await asyncio.wait(tasks.values(), timeout=max(self.budgets.get(n, 0.15) for n in tasks))
+        now = time.perf_counter()  # done-callbacks may not have run yet: those finished by now
+        for n, t in tasks.items():
+            if t.done():
+                finish.setdefault(n, now)
+        late_ok = not any(good(n) and finish[n] - t0 <= self.budgets.get(n, 0.15) for n in tasks)
+        while late_ok and not any(good(n) for n in tasks):
+            pending = [t for t in tasks.values() if not t.done()]
+            left = self.rescue_s - (time.perf_counter() - t0)
+            if not pending or left <= 0:
+                break
+            await asyncio.wait(pending, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+        now = time.perf_counter()
+        for n, t in tasks.items():
+            if t.done():
+                finish.setdefault(n, now)
+        out = {}
+        for n, t in tasks.items():
+            if good(n) and (late_ok or finish[n] - t0 <= self.budgets.get(n, 0.15)):
+                self.m_engine.observe((finish[n] - t0) * 1000, tags={"engine": n})
+                out[n] = (t.result(), None)
+                continue
+            if t.done() and not t.cancelled() and t.exception() is not None:
+                reason = "error"
+                logger.warning("engine %s failed: %s", n, str(t.exception()).splitlines()[0][:300])
+            else:
+                reason = "timeout"
+                t.cancel()
+                calls[n].cancel()
+            self.m_fallback.inc(tags={"engine": n, "reason": reason})
+            out[n] = (None, reason)
+        return out
+
+    def _done(self, endpoint: str, t0: float, status: int) -> float:
+        took = (time.perf_counter() - t0) * 1000
+        self.m_requests.inc(tags={"endpoint": endpoint, "status": str(status)})
+        self.m_latency.observe(took, tags={"endpoint": endpoint})
+        return took
+
+    def _unavailable(self, endpoint: str, t0: float, reason: str, degraded: list[str]) -> JSONResponse:
+        self._done(endpoint, t0, 503)
+        return JSONResponse(status_code=503, content={"detail": reason, "degraded": degraded})
+
+    # -- endpoints -------------------------------------------------------------------------------------------
+    @api.post("/recommend", response_model=RecommendResponse,
+              responses={503: {"description": "no retrieval engine could answer"}})
+    async def recommend(self, req: RecommendRequest):
+        t0 = time.perf_counter()
+        try:
+            return await self._recommend(req, t0)
+        except Exception as e:  # a valid request never gets a 500
+            logger.exception("recommend failed")
+            return self._unavailable("recommend", t0, f"internal error: {type(e).__name__}: {e}", [])
+
+    async def _recommend(self, req: RecommendRequest, t0: float):
+        degraded: list[str] = []
+        items = list(req.history)
+        events = [EVENT_CODES[e] for e in req.events] if req.events else [0] * len(items)
+        key = req.session_id or (str(req.user_id) if req.user_id is not None else None)
+        if key is not None:
+            live, reason = await self._call("sessions", self.sessions.get.remote(key))
+            if reason:
+                degraded.append("sessions")
+            elif live[0]:
+                items, events = items + list(live[0]), events + list(live[1])
+        items, events = items[-self.history_window:], events[-self.history_window:]
+        n = max(req.k, self.n_cand)
+        body = {"items": items, "events": events, "user": req.user_id, "n": n,
+                "filters": req.filters.model_dump(exclude={"exclude"}), "exclude": req.filters.exclude,
+                "exclude_seen": req.exclude_seen}
+        results = await self._fan_out({r: h.recommend.remote(body) for r, h in self.retrieval.items()})
+        answered = {r: out for r, (out, reason) in results.items() if reason is None}
+        degraded += [r for r, (_, reason) in results.items() if reason is not None]
+        if not answered:
+            return self._unavailable("recommend", t0, f"no retrieval engine could answer ({', '.join(degraded)})",
+                                     degraded)
+        unknown = set.intersection(*(set(map(str, o["unknown"])) for o in answered.values()))
+        unknown_items = list(dict.fromkeys(x for x in items if str(x) in unknown))
+
+        # Union of the candidates: per item, each engine's score (NaN where it did not propose it).
+        cands: dict[Any, dict[str, tuple[int, float]]] = {}
+        for r, out in answered.items():
+            for rank, (it, sc) in enumerate(zip(out["items"], out["scores"])):
+                cands.setdefault(it, {})[r] = (rank, sc)
+        cand_ids = list(cands)
+        blend = np.array([sum(1.0 / (RRF_K + rank + 1) for rank, _ in cands[c].values()) for c in cand_ids])
+        final, ranker = blend, "blend"
+        if cand_ids and self.decision is not None:
+            engine_scores = {r: [cands[c][r][1] if r in cands[c] else None for c in cand_ids] for r in ROLES}
+            out, reason = await self._call("decision", self.decision.rank.remote(
+                {"history": items, "events": events, "candidates": cand_ids, "engine_scores": engine_scores}))
+            if reason is None:
+                q = np.array([np.nan if v is None else v for v in out["q"]], np.float64)
+                known = np.isfinite(q)
+                if known.any():  # candidates the policy does not know go after, in blend order
+                    final = np.where(known, q, np.nanmin(np.where(known, q, np.nan)) - 1.0 - blend)
+                    ranker = "decision"
+            else:
+                degraded.append("decision")
+        elif self.decision is None:
+            degraded.append("decision")
+        order = np.lexsort((np.arange(len(cand_ids)), -final))[: req.k]
+        result = [RecommendedItem(item=cand_ids[i], score=float(final[i]),
+                                  engines=[r for r in ROLES if r in cands[cand_ids[i]]]) for i in order]
+        if not result:
+            self.m_empty.inc(tags={"endpoint": "recommend"})
+        took = self._done("recommend", t0, 200)
+        return RecommendResponse(items=result, ranker=ranker, degraded=degraded, unknown_items=unknown_items,
+                                 history_used=len(items), took_ms=round(took, 3))
+
+    @api.post("/similar", response_model=SimilarResponse,
+              responses={503: {"description": "no engine could answer"}})
+    async def similar(self, req: SimilarRequest):
+        t0 = time.perf_counter()
+        degraded: list[str] = []
+        try:
+            # The similarity engine first; without it, another engine answers item queries.
+            order = ["similarity"] + [r for r in ("sequence", "discovery", "popularity") if r != "similarity"]
+            body = {"item": req.item, "text": req.text, "k": req.k,
+                    "filters": req.filters.model_dump(exclude={"exclude"}), "exclude": req.filters.exclude}
+            for role in order:
+                if role not in self.retrieval:
+                    if role == "similarity":
+                        degraded.append(role)
+                    continue
+                out, reason = await self._call(role, self.retrieval[role].similar.remote(body), role)
+                if reason is not None:
+                    degraded.append(role)
+                    continue
+                scores = np.nan_to_num(np.asarray(out["scores"], np.float64), nan=0.0, posinf=1e30, neginf=-1e30)
+                items = [SimilarItem(item=i, score=float(s)) for i, s in zip(out["items"], scores)]
+                if not items:
+                    self.m_empty.inc(tags={"endpoint": "similar"})
+                took = self._done("similar", t0, 200)
+                return SimilarResponse(items=items, engine=out.get("engine"), fallback=out.get("fallback"),
+                                       degraded=degraded, unknown_items=out["unknown"], took_ms=round(took, 3))
+            return self._unavailable("similar", t0, "no engine could answer", degraded)
+        except Exception as e:
+            logger.exception("similar failed")
+            return self._unavailable("similar", t0, f"internal error: {type(e).__name__}: {e}", degraded)
+
+    @api.post("/events", response_model=EventResponse, responses={503: {"description": "session store down"}})
+    async def events(self, req: EventRequest):
+        t0 = time.perf_counter()
+        key = req.session_id or str(req.user_id)
+        n, reason = await self._call("sessions", self.sessions.append.remote(key, req.item, EVENT_CODES[req.event]))
+        if reason is not None:
+            return self._unavailable("events", t0, f"session store unavailable ({reason})", ["sessions"])
+        self._done("events", t0, 200)
+        return EventResponse(session=key, length=n)
+
+    async def _infos(self, budget: float = 2.0) -> dict[str, dict]:
+        handles = {**self.retrieval, **({"decision": self.decision} if self.decision is not None else {})}
+        names = list(handles)
+        outs = await asyncio.gather(*(asyncio.wait_for(_await(handles[n].info.remote()), budget) for n in names),
+                                    return_exceptions=True)
+        return {n: (o if isinstance(o, dict) else {"status": "unreachable", "error": f"{type(o).__name__}: {o}"})
+                for n, o in zip(names, outs)}
+
+    @api.get("/healthz", response_model=HealthResponse, responses={503: {"description": "no engine answers"}})
+    async def healthz(self):
+        infos = await self._infos()
+        engines = {n: i.get("status", "unknown") for n, i in infos.items()}
+        if self.decision is None:
+            engines["decision"] = "not configured"
+        if not any(engines.get(r) == "ok" for r in self.retrieval):
+            return JSONResponse(status_code=503, content={"status": "down", "engines": engines})
+        return HealthResponse(status="ok" if all(v == "ok" for v in engines.values()) else "degraded",
+                              engines=engines)
+
+    @api.get("/version", response_model=VersionResponse)
+    async def version(self):
+        infos = await self._infos()
+        if self.decision is None:
+            infos["decision"] = {"status": "not configured"}
+        return VersionResponse(app=_app_version(), engines=infos)
+
+
+# -- builders -----------------------------------------------------------------------------------------------
+def build_app(args: dict[str, Any]) -> serve.Application:
+    """App builder for the config YAML. args:
+    engines: {sequence|discovery|similarity|popularity: artifact URI or null}  (at least one)
+    decision: artifact URI of the DQN policy, or null (then the union is ranked by a blend)
+    budgets_ms: per-engine time budget ({role: ms}, plus decision and sessions)
+    rescue_ms: when no retrieval engine answers within its budget, wait this long for the first one
+    candidates_per_engine: candidates each retrieval engine proposes (default 50)
+    history_window: newest history items scored (default 200)
+    tracking_uri: MLflow store for `models:/` URIs (default: $MLFLOW_TRACKING_URI or $RECSYS_HOME's sqlite)
+    sessions: {max_sessions, max_events, ttl_s}
+    faults: {role: {fail: bool, delay_ms: float}} -- drills and tests only
+    """
+    args = dict(args or {})
+    known = {"engines", "decision", "budgets_ms", "candidates_per_engine", "history_window", "tracking_uri",
+             "sessions", "faults", "max_batch_size", "rescue_ms"}
+    unknown = sorted(set(args) - known)
+    if unknown:
+        raise ValueError(f"unknown app arg(s) {unknown}; valid: {sorted(known)}")
+    engines = {r: u for r, u in (args.get("engines") or {}).items() if u}
+    bad = sorted(set(engines) - set(ROLES))
+    if bad:
+        raise ValueError(f"unknown engine role(s) {bad}; roles are {list(ROLES)}")
+    if not engines:
+        raise ValueError("no retrieval engine configured: set args.engines.<role> to an artifact URI "
+                         "(e.g. models:/sasrec@champion or a folder written by Engine.save)")
+    faults, tracking_uri = args.get("faults") or {}, args.get("tracking_uri")
+    window = int(args.get("history_window", 200))
+    retrieval = {
+        role: RetrievalEngine.options(name=role).bind(
+            role, str(uri), tracking_uri=tracking_uri, history_window=window,
+            max_batch_size=int(args.get("max_batch_size", 16)), **(faults.get(role) or {}))
+        for role, uri in engines.items()
+    }
+    decision = None
+    if args.get("decision"):
+        decision = DecisionRanker.options(name="decision").bind(
+            str(args["decision"]), tracking_uri=tracking_uri, fail=bool((faults.get("decision") or {}).get("fail")))
+    sessions = SessionStore.options(name="sessions").bind(**(args.get("sessions") or {}))
+    return Recommender.bind(retrieval, decision, sessions, budgets_ms=args.get("budgets_ms"),
+                            candidates_per_engine=int(args.get("candidates_per_engine", 50)),
+                            history_window=window, rescue_ms=float(args.get("rescue_ms", 2000)))
+
+
+noop_api = FastAPI(title="recsys no-op floor")
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=64)
+@serve.ingress(noop_api)
+class NoOp:
+    """The same proxy + FastAPI + request model, no engine: the floor of the load benchmark."""
+
+    @noop_api.post("/recommend", response_model=RecommendResponse)
+    async def recommend(self, req: RecommendRequest):
+        return RecommendResponse(items=[], ranker="blend", degraded=[], unknown_items=[],
+                                 history_used=len(req.history), took_ms=0.0)
+
+
+def build_noop_app(args: dict[str, Any] | None = None) -> serve.Application:
+    return NoOp.bind()

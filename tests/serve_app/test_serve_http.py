@@ -1,0 +1,255 @@
+"""HTTP tests against the real Serve application on loopback (one Ray + Serve start per module).
+
+Three applications from serve_app/config.yaml (the real deploy path, deployment options included):
+  main  -- popularity (local folder), sequence (the same engine type through the MLflow registry,
+           `models:/pop-serve@champion`), discovery pointed at a broken artifact (a real load failure),
+           no similarity / decision engine (so /similar and ranking use their fallbacks).
+  slow  -- popularity + a sequence replica slower than its time budget.
+  down  -- only the broken artifact: nothing can answer.
+"""
+import json
+import os
+import socket
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+
+ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("serve")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("RAY_AUTH_MODE", "disabled")
+    mp.setenv("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")   # as `recsys serve` runs it
+    mp.setenv("RECSYS_HOME", str(tmp / "home"))
+    mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+    from models.popularity import PopularityEngine
+    from recdata.dataset import prepare
+    from serve_app.run import deploy, load_config
+    from trainers import tracking
+
+    # A small shop: 60 items in categories a.x / a.y / b with prices, 80 users.
+    rng = np.random.default_rng(0)
+    cats = ["a.x", "a.y", "b"]
+    rows = [(u, int(i), t, ["view", "cart", "purchase"][t % 3], cats[int(i) % 3], float(i), f"thing {i}")
+            for u in range(80) for t, i in enumerate(rng.zipf(1.3, 10) % 60 + 100)]
+    csv = tmp / "events.csv"
+    pd.DataFrame(rows, columns=["user", "item", "ts", "event", "category", "price", "title"]).to_csv(csv, index=False)
+    ds = prepare("csv", csv, mapping=dict(ts="ts", event="event", category="category", price="price", title="title"))
+    engine = PopularityEngine(catalog=ds.catalog).fit(ds.train)
+    pop = engine.save(tmp / "popularity")
+    with tracking.run("serve-test"):
+        version = tracking.log_engine(engine, registered_name="pop-serve", alias="champion")
+    broken = tmp / "broken"
+    broken.mkdir()
+    (broken / "manifest.json").write_text(json.dumps({"engine": "popularity", "config": {}}))  # no catalog/weights
+
+    port, metrics_port = _free_port(), _free_port()
+    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=str(Path("/tmp") / f"rsvt{os.getpid()}"),
+             _metrics_export_port=metrics_port, _system_config={"metrics_report_interval_ms": 1000},
+             logging_level="ERROR", namespace="serve")
+    config = load_config(
+        engines={"popularity": str(pop), "sequence": "models:/pop-serve@champion", "discovery": str(broken),
+                 "similarity": None}, decision=None, port=port, args={"candidates_per_engine": 20})
+    main_app = config["applications"][0]
+    apps = [main_app]
+    for name, engines, extra in [
+        ("slow", {"popularity": str(pop), "sequence": str(pop)},
+         {"faults": {"sequence": {"delay_ms": 2000}}, "budgets_ms": {"sequence": 100}}),
+        ("down", {"discovery": str(broken)}, {}),
+    ]:
+        args = {**main_app["args"], "engines": engines, **extra}
+        deps = [d for d in main_app["deployments"] if d["name"] in set(engines) | {"Recommender", "sessions"}]
+        apps.append({**main_app, "name": name, "route_prefix": f"/{name}", "args": args, "deployments": deps})
+    config["applications"] = apps
+    try:
+        url = deploy(config)
+        yield {"url": url, "catalog": ds.catalog, "counts": engine.counts, "version": version,
+               "metrics_port": metrics_port, "tmp": tmp}
+    finally:
+        from ray import serve
+
+        serve.shutdown()
+        ray.shutdown()
+        mp.undo()
+
+
+@pytest.fixture(scope="module")
+def client(served):
+    with httpx.Client(base_url=served["url"], timeout=30) as c:
+        yield c
+
+
+def _items(resp):
+    return [x["item"] for x in resp.json()["items"]]
+
+
+def test_recommend_readme_shape_attributes_engines_and_reports_degraded(served, client):
+    cat = served["catalog"]
+    known = cat.item_raw(np.arange(3)).tolist()
+    r = client.post("/recommend", json={"history": known + [999_999], "user_id": "user_123"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert len(body["items"]) == 10
+    assert body["unknown_items"] == [999_999]
+    assert set(body["degraded"]) == {"discovery", "decision"}     # broken artifact; no policy configured
+    assert body["ranker"] == "blend"
+    assert not set(_items(r)) & set(known)                         # seen items filtered
+    for it in body["items"]:
+        assert it["engines"] and set(it["engines"]) <= {"popularity", "sequence"}
+    # Both answering engines serve popularity: the top item is the most popular unseen one.
+    counts = served["counts"].copy()
+    counts[cat.item_index(known)] = -1
+    assert body["items"][0]["item"] == cat.item_raw([int(np.argmax(counts))])[0]
+    assert body["items"][0]["engines"] == ["sequence", "popularity"]
+
+
+def test_recommend_filters_and_exclude(served, client):
+    items = served["catalog"].items.set_index("item")
+    r = client.post("/recommend", json={"history": [], "k": 50, "filters": {
+        "category": "a", "min_price": 110, "max_price": 150, "exclude": [120, 123]}})
+    assert r.status_code == 200, r.text
+    got = _items(r)
+    assert got, "some items pass the filters"
+    for it in got:
+        assert items.loc[it, "category"].startswith("a.") and 110 <= items.loc[it, "price"] <= 150
+        assert it not in (120, 123)
+    r = client.post("/recommend", json={"history": [], "filters": {"category": "no-such-category"}})
+    assert r.status_code == 200 and r.json()["items"] == []
+
+
+def test_events_feed_the_next_recommend(served, client):
+    cat = served["catalog"]
+    top = _items(client.post("/recommend", json={"history": [], "k": 1}))[0]
+    r = client.post("/events", json={"user_id": "user_ev", "item": top, "event": "cart"})
+    assert r.status_code == 200 and r.json() == {"session": "user_ev", "length": 1}
+    r = client.post("/recommend", json={"user_id": "user_ev", "k": 5})
+    assert r.status_code == 200
+    assert r.json()["history_used"] == 1
+    assert top not in _items(r)                                     # the live event is now history
+    client.post("/events", json={"session_id": "s-1", "item": str(cat.item_raw([1])[0])})
+    assert client.post("/recommend", json={"session_id": "s-1"}).json()["history_used"] == 1
+    assert client.post("/events", json={"item": top}).status_code == 422    # no session key
+
+
+def test_similar_by_item_text_and_unknown(served, client):
+    cat = served["catalog"]
+    item = cat.item_raw([0]).tolist()[0]
+    r = client.post("/similar", json={"item": item, "k": 5})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert len(body["items"]) == 5 and item not in _items(r)
+    assert "similarity" in body["degraded"] and body["fallback"] == "history-of-one"
+    r = client.post("/similar", json={"text": "thing 101", "k": 3, "filters": {"category": "b"}})
+    assert r.status_code == 200 and r.json()["fallback"] == "title-match"
+    items = cat.items.set_index("item")
+    assert all(items.loc[i, "category"] == "b" for i in _items(r))
+    r = client.post("/similar", json={"item": 999_999})
+    assert r.status_code == 200 and r.json()["items"] == [] and r.json()["unknown_items"] == [999_999]
+
+
+def test_health_and_versions(served, client):
+    h = client.get("/healthz")
+    assert h.status_code == 200
+    assert h.json() == {"status": "degraded", "engines": {
+        "popularity": "ok", "sequence": "ok", "discovery": "error", "decision": "not configured"}}
+    v = client.get("/version").json()
+    assert v["engines"]["sequence"]["registry_version"] == served["version"] == "1"
+    assert v["engines"]["sequence"]["uri"] == "models:/pop-serve@champion"
+    assert v["engines"]["popularity"]["engine"] == "popularity"
+    assert v["engines"]["popularity"]["saved_at"] and v["engines"]["popularity"]["registry_version"] is None
+    assert v["engines"]["discovery"]["status"] == "error" and "catalog" in v["engines"]["discovery"]["error"]
+    assert client.get("/down/healthz").status_code == 503
+
+
+def test_engine_over_budget_is_left_out(served):
+    with httpx.Client(base_url=served["url"], timeout=30) as c:
+        t0 = time.perf_counter()
+        r = c.post("/slow/recommend", json={"history": [100], "k": 3})
+        took = time.perf_counter() - t0
+    assert r.status_code == 200, r.text
+    assert "sequence" in r.json()["degraded"]
+    assert all(it["engines"] == ["popularity"] for it in r.json()["items"])
+    assert took < 1.5, "the 2 s replica was not waited for"
+
+
+def test_nothing_can_answer_is_503_with_reason(served):
+    r = httpx.post(served["url"] + "/down/recommend", json={"history": [100]}, timeout=30)
+    assert r.status_code == 503
+    assert "no retrieval engine could answer" in r.json()["detail"] and r.json()["degraded"] == ["discovery"]
+
+
+@pytest.mark.parametrize("path,payload,needle", [
+    ("/recommend", b'{"history": [1, 2', "JSON decode error"),
+    ("/recommend", {"history": list(range(1001))}, "at most 1000"),
+    ("/recommend", {"history": [1], "k": -1}, "greater than or equal to 1"),
+    ("/recommend", {"history": [1], "k": 101}, "less than or equal to 100"),
+    ("/recommend", {"history": [1, 2], "events": ["view"]}, "one event type per history item"),
+    ("/recommend", {"history": [1], "events": ["like"]}, "view"),
+    ("/recommend", {"filters": {"min_price": 5, "max_price": 1}}, "min_price 5.0 > max_price 1.0"),
+    ("/recommend", {"history": [1.5]}, "history"),
+    ("/similar", {}, "exactly one of item or text"),
+    ("/similar", {"item": 1, "text": "x"}, "exactly one of item or text"),
+    ("/events", {"user_id": "u", "item": 1, "event": "buy"}, "event"),
+])
+def test_bad_inputs_are_422_with_the_reason(client, path, payload, needle):
+    if isinstance(payload, bytes):
+        r = client.post(path, content=payload, headers={"content-type": "application/json"})
+    else:
+        r = client.post(path, json=payload)
+    assert r.status_code == 422, r.text
+    assert needle in r.text
+
+
+def test_metrics_reach_ray_prometheus_export(served, client):
+    for _ in range(3):
+        client.post("/recommend", json={"history": [100]})
+    url = f"http://127.0.0.1:{served['metrics_port']}/metrics"
+    deadline, text = time.time() + 30, ""
+    want = ["recsys_requests", "recsys_request_latency_ms", "recsys_engine_latency_ms", "recsys_engine_fallbacks"]
+    while time.time() < deadline:
+        try:
+            text = httpx.get(url, timeout=5).text
+        except httpx.HTTPError:
+            text = ""
+        if all(w in text for w in want):
+            break
+        time.sleep(1)
+    missing = [w for w in want if w not in text]
+    assert not missing, f"not on Ray's metrics export: {missing}"
+    assert 'engine="discovery"' in text and 'reason="error"' in text
+
+
+def test_openapi_fuzz_finds_no_server_error(served):
+    schemathesis = pytest.importorskip("schemathesis")
+    from hypothesis import HealthCheck, given, settings, strategies as st
+
+    schema = schemathesis.openapi.from_url(served["url"] + "/openapi.json")
+    strategy = st.one_of(schema.as_strategy(schemathesis.GenerationMode.POSITIVE),
+                         schema.as_strategy(schemathesis.GenerationMode.NEGATIVE))
+    statuses = []
+
+    @given(case=strategy)
+    @settings(max_examples=120, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    def fuzz(case):
+        resp = case.call(base_url=served["url"], timeout=30)
+        statuses.append(resp.status_code)
+        assert resp.status_code < 500, f"{case.method} {case.path} {case.body!r} -> {resp.status_code} {resp.text}"
+
+    fuzz()
+    assert 200 in statuses and 422 in statuses     # both valid and invalid requests were generated

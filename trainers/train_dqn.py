@@ -1,0 +1,241 @@
+"""Train the decision engine: RLlib DQN (new API stack, torch) with the Transformer Q-network on the
+calibrated shopping simulator; log to MLflow; export a plain-torch artifact and register dqn@champion.
+
+    python -m trainers.train_dqn --data ../shared/data/rees46-oct2019-head --timesteps 200000
+    ray job submit --working-dir . -- python -m trainers.train_dqn --num-env-runners 4 --envs-per-runner 8
+
+Restarting the same command resumes from `<out>/checkpoint` (algorithm, module and optimizer state) and
+the same MLflow run, until --timesteps env steps are done.
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("RLLIB_TEST_NO_TF_IMPORT", "1")  # before any ray.rllib import: no TensorFlow in RL
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m trainers.train_dqn", description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", default=str(REPO / ".." / "shared" / "data" / "rees46-oct2019-head"),
+                   help="event log the user model is fitted on")
+    p.add_argument("--fmt", default="rees46", help="loader format of --data (rees46, sasrec, recbole, csv)")
+    p.add_argument("--out", default=None, help="work folder (checkpoint, user model); default $RECSYS_HOME/dqn")
+    p.add_argument("--timesteps", type=int, default=150_000, help="total env steps to train for")
+    p.add_argument("--time-budget-s", type=float, default=None, help="stop this invocation after this many seconds")
+    p.add_argument("--num-env-runners", type=int, default=0, help="remote env runners (0 = sample in the driver)")
+    p.add_argument("--envs-per-runner", type=int, default=8, help="vectorized envs per env runner")
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--gamma", type=float, default=0.9, help="discount (sessions are a few steps long)")
+    p.add_argument("--batch", type=int, default=128, help="train batch per learner update")
+    p.add_argument("--training-intensity", type=float, default=4.0, help="replayed/sampled step ratio")
+    p.add_argument("--epsilon-steps", type=int, default=None, help="steps to anneal epsilon 1 -> 0.05 (default 40%% of --timesteps)")
+    p.add_argument("--d-model", type=int, default=32)
+    p.add_argument("--n-layers", type=int, default=1)
+    p.add_argument("--checkpoint-every", type=int, default=10, help="iterations between checkpoints")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--experiment", default="dqn", help="MLflow experiment")
+    p.add_argument("--register", default="dqn", help="registered model name ('' = do not register)")
+    p.add_argument("--eval-episodes", type=int, default=2000, help="episodes of the final greedy evaluation")
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs for a locally started Ray")
+    return p.parse_args(argv)
+
+
+def build_config(env_config: dict, args: argparse.Namespace):
+    """The fluent DQNConfig (also used by the tests and the benchmark)."""
+    from ray.rllib.algorithms.dqn import DQNConfig
+    from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+
+    from envs import register_rllib
+    from models.dqn.rl_module import TransformerDQNModule
+
+    name = register_rllib()
+    eps_steps = args.epsilon_steps or max(int(0.4 * args.timesteps), 1000)
+    return (
+        DQNConfig()
+        .environment(name, env_config=env_config)
+        .framework("torch")
+        .env_runners(num_env_runners=args.num_env_runners, num_envs_per_env_runner=args.envs_per_runner,
+                     rollout_fragment_length=16)
+        .training(
+            lr=args.lr, gamma=args.gamma, train_batch_size_per_learner=args.batch,
+            replay_buffer_config={"type": "EpisodeReplayBuffer", "capacity": 100_000},
+            num_steps_sampled_before_learning_starts=min(2000, args.timesteps // 4),
+            target_network_update_freq=2000, tau=1.0, n_step=1,
+            double_q=True, dueling=False, num_atoms=1, epsilon=[(0, 1.0), (eps_steps, 0.05)],
+            training_intensity=args.training_intensity, grad_clip=10.0,
+        )
+        .rl_module(rl_module_spec=RLModuleSpec(module_class=TransformerDQNModule, model_config={
+            "d_model": args.d_model, "n_layers": args.n_layers, "n_heads": 2, "item_buckets": 8192}))
+        .reporting(min_sample_timesteps_per_iteration=1000, metrics_num_episodes_for_smoothing=200)
+        .debugging(seed=args.seed)
+    )
+
+
+def epsilon_at(schedule, t: float) -> float:
+    ts, vs = zip(*schedule)
+    return float(np.interp(t, ts, vs))
+
+
+def export_policy(algo, user_model, folder: Path, meta: dict | None = None):
+    """The learner's Q-network -> plain-torch DecisionPolicy artifact (no Ray needed to load it)."""
+    import torch
+
+    from envs.features import CANDIDATE_FEATURES
+    from models.dqn.network import QNetwork
+    from models.dqn.policy import DecisionPolicy
+
+    module = learner_module(algo)
+    net = QNetwork(module.encoder.cfg)
+    net.load_state_dict({k: v.detach().cpu() for k, v in module.encoder.state_dict().items()})
+    with torch.no_grad():
+        pass
+    return DecisionPolicy(net, user_model.catalog, CANDIDATE_FEATURES, meta).save(folder)
+
+
+def learner_module(algo):
+    """The (non-inference) RLModule that the learner trains."""
+    lg = algo.learner_group
+    if lg._learner is not None:  # local learner
+        return lg._learner.module["default_policy"]
+    return algo.get_module("default_policy")
+
+
+def metric(result: dict, *path, default=float("nan")):
+    cur = result
+    for p in path:
+        if not isinstance(cur, dict) or p not in cur:
+            return default
+        cur = cur[p]
+    try:
+        return float(cur)
+    except (TypeError, ValueError):
+        return default
+
+
+def prepare_env_config(args, out: Path) -> tuple[dict, object]:
+    """Fit the user model once in the driver, save it, fit click_max once; workers load the folder."""
+    import dataclasses
+
+    from envs.env import user_model
+    from envs.shopping import SimConfig, fit_click_max
+    from envs.user_model import UserModel
+
+    um_dir = out / "user_model"
+    if (um_dir / "calibration.json").exists():
+        um = UserModel.load(um_dir)
+    else:
+        um = user_model({"data": args.data, "fmt": args.fmt})
+        um.save(um_dir)
+    click_max = fit_click_max(um, SimConfig())
+    env_config = {"user_model": str(um_dir), "sim": {"click_max": click_max}, "seed": args.seed}
+    return env_config, um, dataclasses.replace(SimConfig(), click_max=click_max)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import ray
+
+    from trainers import tracking
+
+    out = Path(args.out) if args.out else tracking.work_dir() / "dqn"
+    out.mkdir(parents=True, exist_ok=True)
+    env_config, um, sim_cfg = prepare_env_config(args, out)
+    if not ray.is_initialized():
+        pp = os.pathsep.join([str(REPO)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))
+        ray.init(num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False,
+                 runtime_env={"env_vars": {"RLLIB_TEST_NO_TF_IMPORT": "1", "PYTHONPATH": pp, "OMP_NUM_THREADS": "1"}})
+    config = build_config(env_config, args)
+    algo = config.build_algo()
+    ckpt = out / "checkpoint"
+    state_path = out / "state.json"
+    state = {"history": [], "train_seconds": 0.0, "run_id": None}
+    if (ckpt / "rllib_checkpoint.json").exists() and state_path.exists():
+        algo.restore_from_path(str(ckpt))
+        state = json.loads(state_path.read_text())
+        print(f"resumed from {ckpt} at {state['history'][-1]['timesteps'] if state['history'] else 0} steps")
+    mlflow = tracking._mlflow()
+    exp_id = tracking.experiment_id(args.experiment)
+    run = mlflow.start_run(run_id=state["run_id"]) if state["run_id"] else mlflow.start_run(
+        experiment_id=exp_id, run_name="dqn")
+    try:
+        state["run_id"] = run.info.run_id
+        if not state["history"]:
+            tracking.log_params({**vars(args), "click_max": sim_cfg.click_max, **um.cal.__dict__})
+        eps_sched = config.epsilon
+        t0 = time.perf_counter()
+        steps = state["history"][-1]["timesteps"] if state["history"] else 0
+        it = len(state["history"])
+        while steps < args.timesteps:
+            if args.time_budget_s and time.perf_counter() - t0 > args.time_budget_s:
+                break
+            ti = time.perf_counter()
+            result = algo.train()
+            it += 1
+            steps = int(metric(result, "num_env_steps_sampled_lifetime", default=0)
+                        or metric(result, "env_runners", "num_env_steps_sampled_lifetime", default=0))
+            row = {"iteration": it, "timesteps": steps,
+                   "return": metric(result, "env_runners", "episode_return_mean"),
+                   "episode_len": metric(result, "env_runners", "episode_len_mean"),
+                   "epsilon": epsilon_at(eps_sched, steps),
+                   "loss": metric(result, "learners", "default_policy", "qf_loss"),
+                   "td_error": metric(result, "learners", "default_policy", "td_error_mean"),
+                   "iter_seconds": time.perf_counter() - ti}
+            state["history"].append(row)
+            state["train_seconds"] += row["iter_seconds"]
+            tracking.log_metrics({k: v for k, v in row.items() if np.isfinite(v)}, step=steps)
+            print(json.dumps(row))
+            if it % args.checkpoint_every == 0 or steps >= args.timesteps:
+                algo.save_to_path(str(ckpt))
+                state_path.write_text(json.dumps(state))
+        algo.save_to_path(str(ckpt))
+        state_path.write_text(json.dumps(state))
+
+        # curve plot
+        h = state["history"]
+        fig, ax = plt.subplots(figsize=(7, 4))
+        ax.plot([r["timesteps"] for r in h], [r["return"] for r in h], label="episode return (mean of last 200)")
+        ax.set_xlabel("env steps"); ax.set_ylabel("return")
+        ax2 = ax.twinx()
+        ax2.plot([r["timesteps"] for r in h], [r["epsilon"] for r in h], color="gray", ls="--", label="epsilon")
+        ax2.set_ylabel("epsilon")
+        fig.legend(loc="upper right"); fig.tight_layout()
+        tracking.log_figure(fig, "reward_epsilon.png")
+        plt.close(fig)
+
+        # export, evaluate greedily in the vectorized simulator, log and register
+        policy_dir = export_policy(algo, um, out / "policy", meta={
+            "env_config": env_config, "sim_config": sim_cfg.__dict__ | {"reward": sim_cfg.reward.__dict__},
+            "train_seconds": state["train_seconds"], "timesteps": steps})
+        from bench.rl_policies import evaluate_policy, dqn_actor
+        from models.dqn.policy import DecisionPolicy
+
+        ev = evaluate_policy(um, sim_cfg, dqn_actor(DecisionPolicy.load(policy_dir)), args.eval_episodes, seed=12345)
+        summary = {"eval_return": float(ev["return"].mean()), "eval_purchases": float(ev["purchases"].mean()),
+                   "eval_length": float(ev["length"].mean()), "train_seconds": state["train_seconds"],
+                   "timesteps": steps}
+        tracking.log_metrics(summary)
+        mlflow.log_artifacts(str(policy_dir), artifact_path="policy")
+        if args.register:
+            summary["version"] = tracking.register(mlflow.get_artifact_uri("policy"), args.register)
+        print(json.dumps(summary))
+        return summary
+    finally:
+        mlflow.end_run()
+        algo.stop()
+
+
+if __name__ == "__main__":
+    main()

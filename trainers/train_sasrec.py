@@ -1,0 +1,191 @@
+"""Train the SASRec sequence engine, log it to MLflow and register it (`sasrec@champion`).
+
+    python -m trainers.train_sasrec --format sasrec --path ../shared/data/ml-1m \
+        --config models/sasrec/sasrec_ml1m.yaml [--epochs N] [--num-workers N]
+    ray job submit --working-dir . -- python -m trainers.train_sasrec ...   (same command on a cluster)
+
+Without --num-workers the loop runs in this process (one machine). With --num-workers N it runs the
+same loop under Ray Train's `TensorflowTrainer` (data parallel, MultiWorkerMirroredStrategy): each
+worker trains on 1/N of the users, gradients are all-reduced every step, rank 0 returns the artifact
+as a Ray Train checkpoint and this driver logs and registers it. Workers read the data from --path,
+so on a multi-node cluster it must be on storage every node sees.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from models.base import load_config
+from models.sasrec.config import SasrecConfig
+from recdata.dataset import VAL, prepare
+from trainers import tracking
+
+EXPERIMENT = "sasrec"
+OVERRIDES = {  # CLI flag -> config field (type)
+    "epochs": int, "lr": float, "batch": int, "max_len": int, "hidden": int, "blocks": int, "heads": int,
+    "dropout": float, "loss": str, "negatives": int, "patience": int, "max_train_minutes": float, "seed": int,
+}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m trainers.train_sasrec", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--format", default="sasrec", help="input format: rees46, sasrec, recbole, csv")
+    p.add_argument("--path", required=True, help="data file or folder")
+    p.add_argument("--config", default="models/sasrec/sasrec_ml1m.yaml", help="SasrecConfig YAML")
+    for flag, typ in OVERRIDES.items():
+        p.add_argument("--" + flag.replace("_", "-"), dest=flag, type=typ, help=f"override config `{flag}`")
+    p.add_argument("--event-types", dest="use_event_types", action="store_true", default=None,
+                   help="add the event-type embedding (data with view/cart/purchase)")
+    p.add_argument("--num-workers", type=int, default=0,
+                   help="0: train in this process; N>=1: Ray Train TensorflowTrainer with N workers")
+    p.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs Ray reserves per worker")
+    p.add_argument("--experiment", default=EXPERIMENT, help="MLflow experiment")
+    p.add_argument("--register-as", default="sasrec", help="registered model name ('' = do not register)")
+    p.add_argument("--alias", default="champion", help="registry alias for the new version")
+    p.add_argument("--eval-users", type=int, help="evaluate the test split on the first N users only")
+    return p.parse_args(argv)
+
+
+def build_config(args: argparse.Namespace) -> SasrecConfig:
+    overrides = {k: getattr(args, k) for k in [*OVERRIDES, "use_event_types"]}
+    return load_config(SasrecConfig, args.config, **overrides)
+
+
+def progress_printer(t0: float, prefix: str = ""):
+    def show(epoch: int, rec: dict) -> None:
+        val = f"  val ndcg@10 {rec['val_ndcg@10']:.4f}  hr@10 {rec['val_hr@10']:.4f}" if "val_ndcg@10" in rec else ""
+        print(f"{prefix}epoch {epoch:3d}  loss {rec['loss']:.4f}{val}  ({rec['epoch_seconds']:.1f}s, "
+              f"{time.perf_counter() - t0:.0f}s total)", flush=True)
+    return show
+
+
+def learning_curve(history: list[dict]):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    epochs = [r["epoch"] for r in history]
+    ax.plot(epochs, [r["loss"] for r in history], "o-", color="tab:blue", label="train loss")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("train loss", color="tab:blue")
+    val = [(r["epoch"], r["val_ndcg@10"]) for r in history if "val_ndcg@10" in r]
+    if val:
+        ax2 = ax.twinx()
+        ax2.plot(*zip(*val), "s-", color="tab:orange", label="val NDCG@10")
+        ax2.set_ylabel("val NDCG@10 (full ranking)", color="tab:orange")
+    ax.set_title("SASRec learning curve")
+    fig.tight_layout()
+    return fig
+
+
+# -- Ray Train (data parallel) ------------------------------------------------------------------
+def _worker_loop(cfg_dict: dict) -> None:
+    """Runs on every Ray Train worker: the same `SasrecEngine.fit` under MultiWorkerMirroredStrategy."""
+    import ray.train
+    import tensorflow as tf
+
+    from models.sasrec import SasrecEngine
+
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()  # TF_CONFIG is set by Ray Train
+    ds = prepare(cfg_dict["format"], cfg_dict["path"], cache_dir=cfg_dict["cache_dir"])
+    engine = SasrecEngine(SasrecConfig(**cfg_dict["config"]), ds.catalog)
+    show = progress_printer(time.perf_counter(), prefix=f"[worker {rank}/{world}] ")
+    engine.fit(ds.train, ds.interactions.select(VAL), on_epoch=show if rank == 0 else None,
+               strategy=strategy, shard=(rank, world))
+    metrics = {"best_val_ndcg@10": engine.best_val_ndcg or 0.0, "epochs": len(engine.history)}
+    if rank == 0:
+        with tempfile.TemporaryDirectory() as tmp:
+            engine.save(tmp)
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+    else:
+        ray.train.report(metrics)
+
+
+def fit_distributed(args, cfg: SasrecConfig, num_workers: int):
+    import dataclasses
+
+    import ray
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.tensorflow import TensorflowTrainer
+
+    from models.sasrec import SasrecEngine
+
+    if not ray.is_initialized():
+        ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False,
+                 runtime_env={"env_vars": {"PYTHONPATH": os.getcwd()}})
+    storage = tracking.work_dir() / "ray_train"
+    trainer = TensorflowTrainer(
+        _worker_loop,
+        train_loop_config={"format": args.format, "path": str(Path(args.path).resolve()),
+                           "cache_dir": str(tracking.work_dir() / "prepared"), "config": dataclasses.asdict(cfg)},
+        scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=False,
+                                     resources_per_worker={"CPU": args.cpus_per_worker}),
+        run_config=RunConfig(name=f"sasrec-{int(time.time())}", storage_path=str(storage)),
+    )
+    result = trainer.fit()
+    if result.checkpoint is None:
+        raise RuntimeError(f"Ray Train finished without a checkpoint: {result.error}")
+    with result.checkpoint.as_directory() as folder:
+        return SasrecEngine.load(folder)
+
+
+# -- the job ------------------------------------------------------------------------------------
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    cfg = build_config(args)
+    from models.popularity import PopularityEngine
+    from models.sasrec import SasrecEngine
+    from recdata.evaluation import evaluate
+
+    ds = prepare(args.format, args.path, cache_dir=tracking.work_dir() / "prepared")
+    print(f"data: {ds.catalog.n_users} users, {ds.catalog.n_items} items, {len(ds.interactions)} interactions; "
+          f"config: {cfg}", flush=True)
+    with tracking.run(args.experiment, run_name=f"sasrec-{cfg.loss}") as active:
+        tracking.log_params({**{f"cfg.{k}": v for k, v in vars(cfg).items()}, "data.format": args.format,
+                             "data.path": str(args.path), "num_workers": args.num_workers,
+                             "data.users": ds.catalog.n_users, "data.items": ds.catalog.n_items})
+        t0 = time.perf_counter()
+        if args.num_workers >= 1:
+            engine = fit_distributed(args, cfg, args.num_workers)
+            for rec in engine.history:  # the workers' per-epoch records, logged after the fact
+                tracking.log_metrics({k: v for k, v in rec.items() if k != "epoch"}, step=rec["epoch"])
+        else:
+            engine = SasrecEngine(cfg, ds.catalog)
+            show = progress_printer(t0)
+
+            def on_epoch(epoch: int, rec: dict) -> None:
+                tracking.log_metrics({k: v for k, v in rec.items() if k != "epoch"}, step=epoch)
+                show(epoch, rec)
+
+            engine.fit(ds.train, ds.interactions.select(VAL), on_epoch=on_epoch)
+        train_seconds = time.perf_counter() - t0
+        print(f"trained in {train_seconds:.0f}s; best val ndcg@10 {engine.best_val_ndcg}; evaluating test", flush=True)
+        test = evaluate(engine, ds, "test", max_users=args.eval_users)
+        pop = evaluate(PopularityEngine(catalog=ds.catalog).fit(ds.train), ds, "test", max_users=args.eval_users)
+        tracking.log_metrics(test, prefix="test_")
+        tracking.log_metrics(pop, prefix="pop_test_")
+        tracking.log_metrics({"train_seconds": train_seconds, "epochs_run": len(engine.history)})
+        if engine.history:
+            tracking.log_figure(learning_curve(engine.history), "learning_curve.png")
+        version = tracking.log_engine(engine, registered_name=args.register_as or None, alias=args.alias)
+        summary = {"run_id": active.info.run_id, "registered": args.register_as or None, "version": version,
+                   "train_seconds": round(train_seconds, 1), "epochs": len(engine.history),
+                   **{f"test_{k}": round(v, 5) for k, v in test.items() if k != "users"},
+                   "pop_test_ndcg@10": round(pop["ndcg@10"], 5)}
+    if args.register_as:
+        print(f"registered models:/{args.register_as}@{args.alias} (version {version})")
+    print(json.dumps(summary))
+    return summary
+
+
+if __name__ == "__main__":
+    main()
