@@ -128,11 +128,11 @@ def off_policy_estimate(um: UserModel, cfg: SimConfig, target_actor, n: int = 20
         target = target_actor(sim)
         a, mu = logging_policy(sim, rng)
         pi = np.where(a == target, 1 - eps + eps / K, eps / K)
-        w = w * pi / mu
+        w = np.where(alive, w * pi / mu, w)  # ended sessions keep their final weight (reward 0 afterwards)
         r, te, tr, _ = sim.step(a)
         ips += alive * w * r
         logged += alive * r
-        snips_num.append(np.where(alive, w * r, 0.0)); snips_den.append(np.where(alive, w, 0.0))
+        snips_num.append(np.where(alive, w * r, 0.0)); snips_den.append(w.copy())
         alive &= ~(te | tr)
     # per-decision SNIPS: normalize the weights of each step by their mean over the n logged sessions
     snips = sum(num_t.sum() / max(den_t.sum() / n, 1e-12) for num_t, den_t in zip(snips_num, snips_den)) / n

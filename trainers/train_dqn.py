@@ -96,8 +96,6 @@ def export_policy(algo, user_model, folder: Path, meta: dict | None = None):
     module = learner_module(algo)
     net = QNetwork(module.encoder.cfg)
     net.load_state_dict({k: v.detach().cpu() for k, v in module.encoder.state_dict().items()})
-    with torch.no_grad():
-        pass
     return DecisionPolicy(net, user_model.catalog, CANDIDATE_FEATURES, meta).save(folder)
 
 
@@ -155,8 +153,12 @@ def main(argv=None) -> dict:
     env_config, um, sim_cfg = prepare_env_config(args, out)
     if not ray.is_initialized():
         pp = os.pathsep.join([str(REPO)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))
-        ray.init(num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False,
-                 runtime_env={"env_vars": {"RLLIB_TEST_NO_TF_IMPORT": "1", "PYTHONPATH": pp, "OMP_NUM_THREADS": "1"}})
+        env_vars = {"RLLIB_TEST_NO_TF_IMPORT": "1", "OMP_NUM_THREADS": "1"}
+        if os.environ.get("RAY_ADDRESS"):  # under `ray job submit`: join the cluster; working_dir ships the code
+            ray.init(runtime_env={"env_vars": env_vars})
+        else:
+            ray.init(num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False,
+                     runtime_env={"env_vars": {**env_vars, "PYTHONPATH": pp}})
     config = build_config(env_config, args)
     algo = config.build_algo()
     ckpt = out / "checkpoint"

@@ -63,6 +63,10 @@ class QNetwork(nn.Module):
         self.cand_in = nn.Sequential(nn.Linear(cfg.n_features + 3, d), nn.GELU(), nn.Linear(d, d))
         self.cross = nn.MultiheadAttention(d, cfg.n_heads, dropout=cfg.dropout, batch_first=True)
         self.head = nn.Sequential(nn.Linear(4 * d, 2 * d), nn.GELU(), nn.Linear(2 * d, d), nn.GELU(), nn.Linear(d, 1))
+        # Small embeddings at start (GPT-2 style, std 0.02): torch's default N(0, 1) rows would drown the
+        # candidate features, and the features carry most of the signal early in training.
+        for emb in (self.item_emb, self.event_emb, self.pos_emb):
+            nn.init.normal_(emb.weight, std=0.02)
 
     def _bucket(self, items: torch.Tensor) -> torch.Tensor:
         pad = items < 0
