@@ -113,12 +113,19 @@ class Recommender:
             t = tasks[n]
             return t.done() and not t.cancelled() and t.exception() is None
 
-        await asyncio.wait(tasks.values(), timeout=max(self.budgets.get(n, 0.15) for n in tasks))
+        budget = {n: self.budgets.get(n, 0.15) for n in tasks}
+        while True:  # until every engine has answered or run out of its own budget
+            now = time.perf_counter()
+            live = [n for n, t in tasks.items() if not t.done() and now - t0 < budget[n]]
+            if not live:
+                break
+            await asyncio.wait([tasks[n] for n in live], return_when=asyncio.FIRST_COMPLETED,
+                               timeout=min(budget[n] for n in live) - (now - t0))
         now = time.perf_counter()  # done-callbacks may not have run yet: those finished by now
         for n, t in tasks.items():
             if t.done():
                 finish.setdefault(n, now)
-        late_ok = not any(good(n) and finish[n] - t0 <= self.budgets.get(n, 0.15) for n in tasks)
+        late_ok = not any(good(n) and finish[n] - t0 <= budget[n] for n in tasks)
         while late_ok and not any(good(n) for n in tasks):
             pending = [t for t in tasks.values() if not t.done()]
             left = self.rescue_s - (time.perf_counter() - t0)
@@ -131,7 +138,7 @@ class Recommender:
                 finish.setdefault(n, now)
         out = {}
         for n, t in tasks.items():
-            if good(n) and (late_ok or finish[n] - t0 <= self.budgets.get(n, 0.15)):
+            if good(n) and (late_ok or finish[n] - t0 <= budget[n]):
                 self.m_engine.observe((finish[n] - t0) * 1000, tags={"engine": n})
                 out[n] = (t.result(), None)
                 continue
