@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> dict:
     stand_in = [r for r in ROLES if r not in given and r != "popularity"]
     rec_bodies, sim_bodies = request_bodies(ds, a.requests, anonymous=a.anonymous)
 
-    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=str(tmp / "ray"), logging_level="ERROR",
+    ray.init(address="local", num_cpus=2, include_dashboard=False, _temp_dir=str(tmp / "ray"), logging_level="ERROR",
              namespace="serve", _metrics_export_port=_free_port())
     config = load_config(engines=engines, decision=decision, port=_free_port())
     noop = {"name": "noop", "route_prefix": "/noop", "import_path": "serve_app.app:build_noop_app",

@@ -299,6 +299,21 @@ class Recommender:
 
 
 # -- builders -----------------------------------------------------------------------------------------------
+def _init_tracking_store(tracking_uri: str | None) -> None:
+    """Create/migrate the MLflow store once here, not concurrently in every replica (a fresh sqlite
+    store initialized by several replicas at once fails their artifact loads)."""
+    import os
+
+    if tracking_uri:
+        os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
+    try:
+        from trainers import tracking
+
+        tracking._mlflow().MlflowClient().search_registered_models(max_results=1)
+    except Exception as e:  # the replicas report the real error per engine
+        logger.warning("MLflow store %s not reachable from the app builder: %s", tracking_uri, e)
+
+
 def build_app(args: dict[str, Any]) -> serve.Application:
     """App builder for the config YAML. args:
     engines: {sequence|discovery|similarity|popularity: artifact URI or null}  (at least one)
@@ -325,6 +340,8 @@ def build_app(args: dict[str, Any]) -> serve.Application:
         raise ValueError("no retrieval engine configured: set args.engines.<role> to an artifact URI "
                          "(e.g. models:/sasrec@champion or a folder written by Engine.save)")
     faults, tracking_uri = args.get("faults") or {}, args.get("tracking_uri")
+    if any(str(u).startswith(("models:/", "runs:/")) for u in [*engines.values(), args.get("decision")]):
+        _init_tracking_store(tracking_uri)
     window = int(args.get("history_window", 200))
     retrieval = {
         role: RetrievalEngine.options(name=role).bind(

@@ -34,6 +34,14 @@ logger = logging.getLogger("ray.serve")
 EVENT_CODES = {"view": 0, "cart": 1, "purchase": 2}
 
 
+def _load_error(e: Exception, uri: str, role: str) -> str:
+    msg = f"{type(e).__name__}: {e}"
+    if str(uri).startswith("models:/") and "not found" in str(e):
+        msg += (f" -- train and register it first (python -m trainers.train_<engine>), or set "
+                f"args.engines.{role} (or args.decision) to an artifact folder")
+    return msg
+
+
 class EngineUnavailable(RuntimeError):
     """The deployment cannot answer (artifact failed to load, or a fault drill says so)."""
 
@@ -58,7 +66,16 @@ def load_artifact_folder(uri: str, tracking_uri: str | None = None) -> tuple[Pat
         os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
     from trainers import tracking
 
-    folder = tracking.resolve_artifact(uri)
+    for attempt in range(4):  # a fresh sqlite store being created by a sibling replica: retry
+        try:
+            folder = tracking.resolve_artifact(uri)
+            break
+        except FileNotFoundError:
+            raise
+        except Exception as e:
+            if attempt == 3 or not any(w in str(e) for w in ("sqlite", "alembic", "locked", "migration")):
+                raise
+            time.sleep(0.5 * (attempt + 1))
     manifest_path = folder / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
     info = {
@@ -153,7 +170,7 @@ class RetrievalEngine:
             self._info.update(info, n_items=self.engine.n_items,
                               load_seconds=round(time.perf_counter() - t0, 3))
         except Exception as e:  # stay up, answer with the reason: the ingress degrades
-            self.load_error = f"{type(e).__name__}: {e}"
+            self.load_error = _load_error(e, self.uri, role)
             logger.error("%s: artifact %s failed to load: %s", role, self.uri, self.load_error)
         self._batched.set_max_batch_size(max_batch_size)
         self._batched.set_batch_wait_timeout_s(batch_wait_timeout_s)
@@ -285,7 +302,7 @@ class DecisionRanker:
             self.policy.q_values(np.full((1, L), -1, np.int64), np.zeros((1, L), np.int8),  # warm-up
                                  np.zeros((1, 2, n_f), np.float32), np.full((1, 2), -1, np.int64))
         except Exception as e:
-            self.load_error = f"{type(e).__name__}: {e}"
+            self.load_error = _load_error(e, self.uri, "decision")
             logger.error("decision: artifact %s failed to load: %s", self.uri, self.load_error)
 
     def info(self) -> dict:

@@ -76,7 +76,7 @@ def served(tmp_path_factory):
         policy = DecisionPolicy(net, ds.catalog, CANDIDATE_FEATURES).save(tmp / "dqn")
 
     port, metrics_port = _free_port(), _free_port()
-    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=str(Path("/tmp") / f"rsvt{os.getpid()}"),
+    ray.init(address="local", num_cpus=2, include_dashboard=False, _temp_dir=str(Path("/tmp") / f"rsvt{os.getpid()}"),
              _metrics_export_port=metrics_port, _system_config={"metrics_report_interval_ms": 1000},
              logging_level="ERROR", namespace="serve")
     budgets = {**{r: 5000 for r in ROLES_ALL}, "similarity": 100}  # generous: the host is shared
