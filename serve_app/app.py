@@ -240,12 +240,15 @@ class Recommender:
             order = ["similarity"] + [r for r in ("sequence", "discovery", "popularity") if r != "similarity"]
             body = {"item": req.item, "text": req.text, "k": req.k,
                     "filters": req.filters.model_dump(exclude={"exclude"}), "exclude": req.filters.exclude}
-            for role in order:
-                if role not in self.retrieval:
-                    if role == "similarity":
-                        degraded.append(role)
-                    continue
-                out, reason = await self._call(role, self.retrieval[role].similar.remote(body), role)
+            if "similarity" not in self.retrieval:
+                degraded.append("similarity")
+            available = [r for r in order if r in self.retrieval]
+            for role in available:
+                resp = self.retrieval[role].similar.remote(body)
+                if role == available[-1]:  # the last one left: a late answer beats none (overload)
+                    out, reason = (await self._fan_out({role: resp}))[role]
+                else:
+                    out, reason = await self._call(role, resp, role)
                 if reason is not None:
                     degraded.append(role)
                     continue
