@@ -113,6 +113,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--concurrency", default="1,8")
     p.add_argument("--drill-seconds", type=float, default=15.0)
     p.add_argument("--kill", default="sequence", help="role whose replica the drill kills")
+    p.add_argument("--roles", default=",".join(ROLES), help="retrieval roles to deploy (hop-count study)")
     p.add_argument("--anonymous", action="store_true", help="requests without user_id (no session lookup)")
     p.add_argument("--serve-defaults", action="store_true",
                    help="leave RAY_SERVE_THROUGHPUT_OPTIMIZED unset (Serve's default data plane)")
@@ -129,11 +130,12 @@ def main(argv: list[str] | None = None) -> dict:
     decision = given.pop("decision", None)
     tmp = Path(tempfile.mkdtemp(prefix="rsvb"))
     pop, ds = build_artifacts(tmp, Path(a.data))
-    engines = {r: given.get(r) or pop for r in ROLES}
-    stand_in = [r for r in ROLES if r not in given and r != "popularity"]
+    roles = [r for r in a.roles.split(",") if r]
+    engines = {r: (given.get(r) or pop) if r in roles else None for r in ROLES}
+    stand_in = [r for r in roles if r not in given and r != "popularity"]
     rec_bodies, sim_bodies = request_bodies(ds, a.requests, anonymous=a.anonymous)
 
-    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=str(tmp / "ray"), logging_level="ERROR",
+    ray.init(address="local", num_cpus=2, include_dashboard=False, _temp_dir=str(tmp / "ray"), logging_level="ERROR",
              namespace="serve", _metrics_export_port=_free_port())
     config = load_config(engines=engines, decision=decision, port=_free_port())
     noop = {"name": "noop", "route_prefix": "/noop", "import_path": "serve_app.app:build_noop_app",
@@ -151,19 +153,22 @@ def main(argv: list[str] | None = None) -> dict:
                 res[(name, c)] = r
                 rows.append(f"{name:<10} {c:>3} {r['n']:>6} {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} "
                             f"{r['rps']:>8.1f} {r['failed']:>7}")
-        drill = run_drill(base, rec_bodies, a.kill, a.drill_seconds)
+        drill = run_drill(base, rec_bodies, a.kill, a.drill_seconds) if a.drill_seconds > 0 else None
     finally:
         serve.shutdown()
         ray.shutdown()
 
     c_hi = max(int(x) for x in a.concurrency.split(","))
     rec, nop, sim = res[("recommend", c_hi)], res[("noop", c_hi)], res[("similar", c_hi)]
+    engines = {r: u for r, u in engines.items() if u}
     print(f"engines: {json.dumps(engines)}; stand-in popularity for {stand_in or 'none'}; "
           f"decision: {decision or 'none (blend)'}")
     print(f"{'endpoint':<10} {'clients':>3} {'n':>6} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} {'failed':>7}")
     print("\n".join(rows))
     print(f"at {c_hi} clients: recommend p99 / noop p99 = {rec['p99_ms'] / nop['p99_ms']:.2f} (target <= 2.5); "
           f"recommend rps / noop rps = {rec['rps'] / nop['rps']:.2f} (target >= 0.5)")
+    drill = drill or {"killed": None, "kill_at_s": 0.0, "requests": 0, "failed": 0, "errors": [], "degraded": 0,
+                      "recovery_s": 0.0, "replica_back_s": 0.0}
     print(f"drill: killed {drill['killed']} at t={drill['kill_at_s']:.1f}s of a {a.drill_seconds:.0f}s run at 8 "
           f"clients: {drill['requests']} requests, {drill['failed']} failed, {drill['degraded']} degraded "
           f"(missing {a.kill}), recovery {drill['recovery_s']:.2f}s, replica back RUNNING after "
@@ -184,7 +189,7 @@ def main(argv: list[str] | None = None) -> dict:
         "drill_requests": drill["requests"], "drill_recovery_s": round(drill["recovery_s"], 2),
         "drill_replica_back_s": round(drill["replica_back_s"], 2),
         "stand_in_roles": stand_in, "decision": bool(decision), "requests_per_run": a.requests,
-        "anonymous": a.anonymous, "throughput_optimized": os.environ.get("RAY_SERVE_THROUGHPUT_OPTIMIZED") == "1",
+        "anonymous": a.anonymous, "roles": roles, "throughput_optimized": os.environ.get("RAY_SERVE_THROUGHPUT_OPTIMIZED") == "1",
     }
     print(json.dumps(out))
     return out

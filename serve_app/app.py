@@ -113,12 +113,19 @@ class Recommender:
             t = tasks[n]
             return t.done() and not t.cancelled() and t.exception() is None
 
-        await asyncio.wait(tasks.values(), timeout=max(self.budgets.get(n, 0.15) for n in tasks))
+        budget = {n: self.budgets.get(n, 0.15) for n in tasks}
+        while True:  # until every engine has answered or run out of its own budget
+            now = time.perf_counter()
+            live = [n for n, t in tasks.items() if not t.done() and now - t0 < budget[n]]
+            if not live:
+                break
+            await asyncio.wait([tasks[n] for n in live], return_when=asyncio.FIRST_COMPLETED,
+                               timeout=min(budget[n] for n in live) - (now - t0))
         now = time.perf_counter()  # done-callbacks may not have run yet: those finished by now
         for n, t in tasks.items():
             if t.done():
                 finish.setdefault(n, now)
-        late_ok = not any(good(n) and finish[n] - t0 <= self.budgets.get(n, 0.15) for n in tasks)
+        late_ok = not any(good(n) and finish[n] - t0 <= budget[n] for n in tasks)
         while late_ok and not any(good(n) for n in tasks):
             pending = [t for t in tasks.values() if not t.done()]
             left = self.rescue_s - (time.perf_counter() - t0)
@@ -131,7 +138,7 @@ class Recommender:
                 finish.setdefault(n, now)
         out = {}
         for n, t in tasks.items():
-            if good(n) and (late_ok or finish[n] - t0 <= self.budgets.get(n, 0.15)):
+            if good(n) and (late_ok or finish[n] - t0 <= budget[n]):
                 self.m_engine.observe((finish[n] - t0) * 1000, tags={"engine": n})
                 out[n] = (t.result(), None)
                 continue
@@ -233,12 +240,15 @@ class Recommender:
             order = ["similarity"] + [r for r in ("sequence", "discovery", "popularity") if r != "similarity"]
             body = {"item": req.item, "text": req.text, "k": req.k,
                     "filters": req.filters.model_dump(exclude={"exclude"}), "exclude": req.filters.exclude}
-            for role in order:
-                if role not in self.retrieval:
-                    if role == "similarity":
-                        degraded.append(role)
-                    continue
-                out, reason = await self._call(role, self.retrieval[role].similar.remote(body), role)
+            if "similarity" not in self.retrieval:
+                degraded.append("similarity")
+            available = [r for r in order if r in self.retrieval]
+            for role in available:
+                resp = self.retrieval[role].similar.remote(body)
+                if role == available[-1]:  # the last one left: a late answer beats none (overload)
+                    out, reason = (await self._fan_out({role: resp}))[role]
+                else:
+                    out, reason = await self._call(role, resp, role)
                 if reason is not None:
                     degraded.append(role)
                     continue
@@ -292,6 +302,21 @@ class Recommender:
 
 
 # -- builders -----------------------------------------------------------------------------------------------
+def _init_tracking_store(tracking_uri: str | None) -> None:
+    """Create/migrate the MLflow store once here, not concurrently in every replica (a fresh sqlite
+    store initialized by several replicas at once fails their artifact loads)."""
+    import os
+
+    if tracking_uri:
+        os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
+    try:
+        from trainers import tracking
+
+        tracking._mlflow().MlflowClient().search_registered_models(max_results=1)
+    except Exception as e:  # the replicas report the real error per engine
+        logger.warning("MLflow store %s not reachable from the app builder: %s", tracking_uri, e)
+
+
 def build_app(args: dict[str, Any]) -> serve.Application:
     """App builder for the config YAML. args:
     engines: {sequence|discovery|similarity|popularity: artifact URI or null}  (at least one)
@@ -318,6 +343,8 @@ def build_app(args: dict[str, Any]) -> serve.Application:
         raise ValueError("no retrieval engine configured: set args.engines.<role> to an artifact URI "
                          "(e.g. models:/sasrec@champion or a folder written by Engine.save)")
     faults, tracking_uri = args.get("faults") or {}, args.get("tracking_uri")
+    if any(str(u).startswith(("models:/", "runs:/")) for u in [*engines.values(), args.get("decision")]):
+        _init_tracking_store(tracking_uri)
     window = int(args.get("history_window", 200))
     retrieval = {
         role: RetrievalEngine.options(name=role).bind(

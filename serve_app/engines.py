@@ -34,6 +34,14 @@ logger = logging.getLogger("ray.serve")
 EVENT_CODES = {"view": 0, "cart": 1, "purchase": 2}
 
 
+def _load_error(e: Exception, uri: str, role: str) -> str:
+    msg = f"{type(e).__name__}: {e}"
+    if str(uri).startswith("models:/") and "not found" in str(e):
+        msg += (f" -- train and register it first (python -m trainers.train_<engine>), or set "
+                f"args.engines.{role} (or args.decision) to an artifact folder")
+    return msg
+
+
 class EngineUnavailable(RuntimeError):
     """The deployment cannot answer (artifact failed to load, or a fault drill says so)."""
 
@@ -58,7 +66,16 @@ def load_artifact_folder(uri: str, tracking_uri: str | None = None) -> tuple[Pat
         os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
     from trainers import tracking
 
-    folder = tracking.resolve_artifact(uri)
+    for attempt in range(4):  # a fresh sqlite store being created by a sibling replica: retry
+        try:
+            folder = tracking.resolve_artifact(uri)
+            break
+        except FileNotFoundError:
+            raise
+        except Exception as e:
+            if attempt == 3 or not any(w in str(e) for w in ("sqlite", "alembic", "locked", "migration")):
+                raise
+            time.sleep(0.5 * (attempt + 1))
     manifest_path = folder / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
     info = {
@@ -147,10 +164,13 @@ class RetrievalEngine:
 
             folder, info = load_artifact_folder(self.uri, tracking_uri)
             self.engine = Engine.load(folder)
+            from recdata.evaluation import HistoryBatch
+
+            self.engine.score(HistoryBatch.of([[0]]))  # warm-up: lazy framework init off the request path
             self._info.update(info, n_items=self.engine.n_items,
                               load_seconds=round(time.perf_counter() - t0, 3))
         except Exception as e:  # stay up, answer with the reason: the ingress degrades
-            self.load_error = f"{type(e).__name__}: {e}"
+            self.load_error = _load_error(e, self.uri, role)
             logger.error("%s: artifact %s failed to load: %s", role, self.uri, self.load_error)
         self._batched.set_max_batch_size(max_batch_size)
         self._batched.set_batch_wait_timeout_s(batch_wait_timeout_s)
@@ -278,8 +298,11 @@ class DecisionRanker:
             self.policy, self.build_features = DecisionPolicy.load(folder), build_candidate_features
             self._info.update(info)
             self._info["engine"] = self._info.get("engine") or "dqn"
+            n_f, L = len(self.policy.feature_names), int(self.policy.history_len)
+            self.policy.q_values(np.full((1, L), -1, np.int64), np.zeros((1, L), np.int8),  # warm-up
+                                 np.zeros((1, 2, n_f), np.float32), np.full((1, 2), -1, np.int64))
         except Exception as e:
-            self.load_error = f"{type(e).__name__}: {e}"
+            self.load_error = _load_error(e, self.uri, "decision")
             logger.error("decision: artifact %s failed to load: %s", self.uri, self.load_error)
 
     def info(self) -> dict:
@@ -297,25 +320,16 @@ class DecisionRanker:
         return out
 
     def _history(self, items: list, events: list) -> tuple[np.ndarray, np.ndarray, int | None]:
+        """Dense indices (-1 unknown), oldest first, the newest history_len; q_values left-pads."""
         cat, L = self.policy.catalog, int(self.policy.history_len)
-        idx = cat.item_index(items) if items else np.empty(0, np.int64)
-        ev = np.asarray(events if len(events) == len(items) else [0] * len(items), np.int8)
-        keep = idx >= 0
-        idx, ev = idx[keep][-L:], ev[keep][-L:]
-        encode = getattr(self.policy, "encode_history", None)
-        if encode is not None:  # the policy knows its own padding convention
-            h_items, h_events = encode(idx, ev)
-        else:  # left-pad with -1 / 0 (oldest first, newest last)
-            h_items = np.full(L, -1, np.int64)
-            h_events = np.zeros(L, np.int8)
-            if len(idx):
-                h_items[-len(idx):], h_events[-len(idx):] = idx, ev
-        last = int(idx[-1]) if len(idx) else None
-        return np.asarray(h_items, np.int64), np.asarray(h_events, np.int8), last
+        idx = cat.item_index(items[-L:]) if items else np.empty(0, np.int64)
+        ev = np.asarray(events[-L:] if len(events) == len(items) else [0] * len(idx), np.int8)
+        known = idx[idx >= 0]
+        return idx.astype(np.int64), ev, (int(known[-1]) if len(known) else None)
 
     async def rank(self, req: dict) -> dict:
         """req: history, events, candidates (raw ids), engine_scores {role: [K] floats or None}.
-        -> {"q": [K] floats, None for candidates the policy's catalog does not know}"""
+        -> {"q": [K] floats (None where not finite)}"""
         if self.load_error:
             raise EngineUnavailable(f"decision: artifact {self.uri} failed to load: {self.load_error}")
         if self.fail:
@@ -331,10 +345,10 @@ class DecisionRanker:
         categories = self._column("category", cidx, object, None)
         last_cat = self._column("category", np.array([last]), object, None)[0] if last is not None else None
         feats = np.asarray(self.build_features(scores, prices, categories, last_cat), np.float32)  # [K,F]
-        with torch.no_grad():
-            q = self.policy.q_values(h_items[None], h_events[None], feats[None], np.maximum(cidx, 0)[None])
+        with torch.no_grad():  # unknown candidates stay -1: the network scores them from features
+            q = self.policy.q_values(h_items[None], h_events[None], feats[None], cidx.astype(np.int64)[None])
         q = np.asarray(q.detach().cpu().numpy() if hasattr(q, "detach") else q, np.float64)[0]  # [K]
-        return {"q": [float(v) if i >= 0 and np.isfinite(v) else None for v, i in zip(q, cidx)]}
+        return {"q": [float(v) if np.isfinite(v) else None for v in q]}
 
 
 # -- live sessions ----------------------------------------------------------------------------------------

@@ -124,7 +124,8 @@ def main(argv: list[str] | None = None) -> None:
     import ray
     from ray import serve
 
-    ctx = ray.init(address=a.address, num_cpus=a.num_cpus if started_here else None, namespace="serve",
+    # address="local": always a new cluster here, never another process's cluster on this machine
+    ctx = ray.init(address=a.address or "local", num_cpus=a.num_cpus if started_here else None, namespace="serve",
                    include_dashboard=True if started_here else None,
                    dashboard_host="127.0.0.1" if started_here else None)
     url = deploy(config)
@@ -146,7 +147,7 @@ def main(argv: list[str] | None = None) -> None:
 
             body = {"history": [101, 204, 305], "user_id": "user_123"}
             r = httpx.post(f"{url}/recommend", json=body, timeout=30)
-            print(f"POST /recommend {json.dumps(body)} -> {r.status_code}\n{json.dumps(r.json(), indent=1)[:3000]}")
+            print(f"POST /recommend {json.dumps(body)} -> {r.status_code}\n{json.dumps(r.json())[:3000]}")
             return
         print("Ctrl-C to stop.")
         while True:

@@ -1,11 +1,11 @@
 """HTTP tests against the real Serve application on loopback (one Ray + Serve start per module).
 
-Three applications from serve_app/config.yaml (the real deploy path, deployment options included):
-  main  -- popularity (local folder), sequence (the same engine type through the MLflow registry,
-           `models:/pop-serve@champion`), discovery pointed at a broken artifact (a real load failure),
-           no similarity / decision engine (so /similar and ranking use their fallbacks).
-  slow  -- popularity + a sequence replica slower than its time budget.
-  down  -- only the broken artifact: nothing can answer.
+Two applications deployed from serve_app/config.yaml (the real deploy path, deployment options included):
+  main -- popularity (a local folder); sequence (the same engine type through the MLflow registry,
+          `models:/pop-serve@champion`); discovery pointed at a broken artifact (a real load failure);
+          similarity, a replica 2 s slower than its 100 ms budget; decision: a real untrained
+          DecisionPolicy when models.dqn is in the tree, else the broken artifact.
+  down -- only the broken artifact and no decision engine: nothing can answer.
 """
 import json
 import os
@@ -20,6 +20,9 @@ import pytest
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.slow
+
+
+ROLES_ALL = ("sequence", "discovery", "similarity", "popularity", "decision", "sessions")
 
 
 def _free_port() -> int:
@@ -59,33 +62,43 @@ def served(tmp_path_factory):
     broken.mkdir()
     (broken / "manifest.json").write_text(json.dumps({"engine": "popularity", "config": {}}))  # no catalog/weights
 
+    policy = None
+    try:  # the decision engine lands in its own branch; with it present, a real (untrained) policy
+        import torch
+        from envs.features import CANDIDATE_FEATURES
+        from models.dqn.network import QNetwork, QNetworkConfig
+        from models.dqn.policy import DecisionPolicy
+    except ImportError:
+        pass
+    else:
+        torch.manual_seed(0)
+        net = QNetwork(QNetworkConfig(n_features=len(CANDIDATE_FEATURES), history_len=8, d_model=16))
+        policy = DecisionPolicy(net, ds.catalog, CANDIDATE_FEATURES).save(tmp / "dqn")
+
     port, metrics_port = _free_port(), _free_port()
-    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=str(Path("/tmp") / f"rsvt{os.getpid()}"),
+    ray.init(address="local", num_cpus=2, include_dashboard=False, _temp_dir=str(Path("/tmp") / f"rsvt{os.getpid()}"),
              _metrics_export_port=metrics_port, _system_config={"metrics_report_interval_ms": 1000},
              logging_level="ERROR", namespace="serve")
+    budgets = {**{r: 5000 for r in ROLES_ALL}, "similarity": 100}  # generous: the host is shared
     config = load_config(
         engines={"popularity": str(pop), "sequence": "models:/pop-serve@champion", "discovery": str(broken),
-                 "similarity": None}, decision=None, port=port, args={"candidates_per_engine": 20})
+                 "similarity": str(pop)},
+        decision=str(policy or broken), port=port,
+        args={"candidates_per_engine": 20, "budgets_ms": budgets, "faults": {"similarity": {"delay_ms": 2000}}})
     main_app = config["applications"][0]
-    apps = [main_app]
-    for name, engines, extra in [
-        ("slow", {"popularity": str(pop), "sequence": str(pop)},
-         {"faults": {"sequence": {"delay_ms": 2000}}, "budgets_ms": {"sequence": 100}}),
-        ("down", {"discovery": str(broken)}, {}),
-    ]:
-        args = {**main_app["args"], "engines": engines, **extra}
-        deps = [d for d in main_app["deployments"] if d["name"] in set(engines) | {"Recommender", "sessions"}]
-        apps.append({**main_app, "name": name, "route_prefix": f"/{name}", "args": args, "deployments": deps})
-    config["applications"] = apps
+    down = {**main_app, "name": "down", "route_prefix": "/down",
+            "args": {**main_app["args"], "engines": {"discovery": str(broken)}, "decision": None},
+            "deployments": [d for d in main_app["deployments"] if d["name"] in ("Recommender", "discovery", "sessions")]}
+    config["applications"] = [main_app, down]
     try:
         url = deploy(config)
+        for _ in range(2):  # first calls set up handles and channels
+            httpx.post(f"{url}/recommend", json={"history": [100], "user_id": "warm"}, timeout=30)
         yield {"url": url, "catalog": ds.catalog, "counts": engine.counts, "version": version,
-               "metrics_port": metrics_port, "tmp": tmp}
+               "metrics_port": metrics_port, "tmp": tmp, "policy": policy,
+               "degraded": {"discovery", "similarity"} | (set() if policy else {"decision"})}
     finally:
-        from ray import serve
-
-        serve.shutdown()
-        ray.shutdown()
+        ray.shutdown()  # takes Serve down with the cluster (serve.shutdown waits 30 s on a busy host)
         mp.undo()
 
 
@@ -107,16 +120,16 @@ def test_recommend_readme_shape_attributes_engines_and_reports_degraded(served, 
     body = r.json()
     assert len(body["items"]) == 10
     assert body["unknown_items"] == [999_999]
-    assert set(body["degraded"]) == {"discovery", "decision"}     # broken artifact; no policy configured
-    assert body["ranker"] == "blend"
+    assert set(body["degraded"]) == served["degraded"]   # broken artifact, over-budget similarity
+    assert body["ranker"] == ("decision" if served["policy"] else "blend")
     assert not set(_items(r)) & set(known)                         # seen items filtered
     for it in body["items"]:
         assert it["engines"] and set(it["engines"]) <= {"popularity", "sequence"}
-    # Both answering engines serve popularity: the top item is the most popular unseen one.
-    counts = served["counts"].copy()
-    counts[cat.item_index(known)] = -1
-    assert body["items"][0]["item"] == cat.item_raw([int(np.argmax(counts))])[0]
-    assert body["items"][0]["engines"] == ["sequence", "popularity"]
+    if not served["policy"]:  # blend of two popularity engines: the most popular unseen item first
+        counts = served["counts"].copy()
+        counts[cat.item_index(known)] = -1
+        assert body["items"][0]["item"] == cat.item_raw([int(np.argmax(counts))])[0]
+        assert body["items"][0]["engines"] == ["sequence", "popularity"]
 
 
 def test_recommend_filters_and_exclude(served, client):
@@ -154,7 +167,9 @@ def test_similar_by_item_text_and_unknown(served, client):
     assert r.status_code == 200, r.text
     body = r.json()
     assert len(body["items"]) == 5 and item not in _items(r)
-    assert "similarity" in body["degraded"] and body["fallback"] == "history-of-one"
+    # The similarity replica is over budget: the sequence engine answers from a one-item history.
+    assert body["degraded"] == ["similarity"] and body["fallback"] == "history-of-one"
+    assert body["engine"] == "popularity"
     r = client.post("/similar", json={"text": "thing 101", "k": 3, "filters": {"category": "b"}})
     assert r.status_code == 200 and r.json()["fallback"] == "title-match"
     items = cat.items.set_index("item")
@@ -167,7 +182,8 @@ def test_health_and_versions(served, client):
     h = client.get("/healthz")
     assert h.status_code == 200
     assert h.json() == {"status": "degraded", "engines": {
-        "popularity": "ok", "sequence": "ok", "discovery": "error", "decision": "not configured"}}
+        "popularity": "ok", "sequence": "ok", "discovery": "error", "similarity": "ok",
+        "decision": "ok" if served["policy"] else "error"}}
     v = client.get("/version").json()
     assert v["engines"]["sequence"]["registry_version"] == served["version"] == "1"
     assert v["engines"]["sequence"]["uri"] == "models:/pop-serve@champion"
@@ -175,16 +191,29 @@ def test_health_and_versions(served, client):
     assert v["engines"]["popularity"]["saved_at"] and v["engines"]["popularity"]["registry_version"] is None
     assert v["engines"]["discovery"]["status"] == "error" and "catalog" in v["engines"]["discovery"]["error"]
     assert client.get("/down/healthz").status_code == 503
+    assert client.get("/down/healthz").json()["engines"]["decision"] == "not configured"
 
 
-def test_engine_over_budget_is_left_out(served):
-    with httpx.Client(base_url=served["url"], timeout=30) as c:
-        t0 = time.perf_counter()
-        r = c.post("/slow/recommend", json={"history": [100], "k": 3})
-        took = time.perf_counter() - t0
+def test_decision_policy_reranks_the_union(served, client):
+    if not served["policy"]:
+        pytest.skip("models.dqn.policy / envs.features not in this tree yet (the decision engine's branch)")
+    r = client.post("/recommend", json={"history": [100, 101, 999_999], "events": ["view", "cart", "view"], "k": 8})
     assert r.status_code == 200, r.text
-    assert "sequence" in r.json()["degraded"]
-    assert all(it["engines"] == ["popularity"] for it in r.json()["items"])
+    body = r.json()
+    assert body["ranker"] == "decision" and "decision" not in body["degraded"]
+    scores = [it["score"] for it in body["items"]]
+    assert len(scores) == 8 and scores == sorted(scores, reverse=True)
+    v = client.get("/version").json()
+    assert v["engines"]["decision"]["status"] == "ok" and v["engines"]["decision"]["engine"] == "dqn"
+
+
+def test_engine_over_budget_is_left_out(client):
+    t0 = time.perf_counter()
+    r = client.post("/recommend", json={"history": [100], "k": 3})
+    took = time.perf_counter() - t0
+    assert r.status_code == 200, r.text
+    assert "similarity" in r.json()["degraded"]
+    assert all("similarity" not in it["engines"] for it in r.json()["items"])
     assert took < 1.5, "the 2 s replica was not waited for"
 
 
