@@ -35,6 +35,7 @@ class SasrecEngine(Engine):
         super().__init__(config, catalog)
         self.net: SasrecNetwork | None = None
         self.history: list[dict] = []
+        self.best_val_ndcg: float | None = None
         self._score_fn = None
 
     # -- network --------------------------------------------------------------------------------
@@ -170,6 +171,8 @@ class SasrecEngine(Engine):
         self._build().load_weights(folder / WEIGHTS_FILE)
         hist = folder / "history.json"
         self.history = json.loads(hist.read_text()) if hist.exists() else []
+        vals = [r["val_ndcg@10"] for r in self.history if "val_ndcg@10" in r]
+        self.best_val_ndcg = max(vals) if vals else None
 
 
 def length_buckets(lengths: np.ndarray, batch: int, max_len: int, rng: np.random.Generator,
