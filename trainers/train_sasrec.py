@@ -155,6 +155,9 @@ def main(argv=None) -> dict:
                              "data.users": ds.catalog.n_users, "data.items": ds.catalog.n_items})
         t0 = time.perf_counter()
         if args.num_workers >= 1:
+            if args.num_workers > 1 and cfg.max_train_minutes is not None:
+                raise ValueError("max_train_minutes would stop workers at different steps and hang the "
+                                 "all-reduce; with --num-workers > 1 bound training by --epochs instead")
             engine = fit_distributed(args, cfg, args.num_workers)
             for rec in engine.history:  # the workers' per-epoch records, logged after the fact
                 tracking.log_metrics({k: v for k, v in rec.items() if k != "epoch"}, step=rec["epoch"])
