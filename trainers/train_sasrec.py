@@ -142,6 +142,9 @@ def fit_distributed(args, cfg: SasrecConfig, num_workers: int):
 def main(argv=None) -> dict:
     args = parse_args(argv)
     cfg = build_config(args)
+    if args.num_workers > 1 and cfg.max_train_minutes is not None:
+        raise ValueError("max_train_minutes would stop workers at different steps and hang the all-reduce; "
+                         "with --num-workers > 1 bound training by --epochs instead")
     from models.popularity import PopularityEngine
     from models.sasrec import SasrecEngine
     from recdata.evaluation import evaluate

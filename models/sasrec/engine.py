@@ -5,6 +5,7 @@ validation is full-ranking NDCG@10 of the validation item from the train history
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import tempfile
@@ -35,6 +36,7 @@ class SasrecEngine(Engine):
         super().__init__(config, catalog)
         self.net: SasrecNetwork | None = None
         self.history: list[dict] = []
+        self.best_val_ndcg: float | None = None
         self._score_fn = None
 
     # -- network --------------------------------------------------------------------------------
@@ -76,7 +78,7 @@ class SasrecEngine(Engine):
         inp, ev, tgt = training_windows(indptr, items, events, c.max_len)
         if len(inp) == 0:
             raise ValueError("sasrec: no user has 2+ training events; nothing to learn from")
-        scope = strategy.scope() if strategy is not None else _null_scope()
+        scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
         with scope:
             net = self._build()
             opt = (keras.optimizers.AdamW(c.lr, weight_decay=c.weight_decay) if c.weight_decay
@@ -170,6 +172,8 @@ class SasrecEngine(Engine):
         self._build().load_weights(folder / WEIGHTS_FILE)
         hist = folder / "history.json"
         self.history = json.loads(hist.read_text()) if hist.exists() else []
+        vals = [r["val_ndcg@10"] for r in self.history if "val_ndcg@10" in r]
+        self.best_val_ndcg = max(vals) if vals else None
 
 
 def length_buckets(lengths: np.ndarray, batch: int, max_len: int, rng: np.random.Generator,
@@ -187,14 +191,6 @@ def length_buckets(lengths: np.ndarray, batch: int, max_len: int, rng: np.random
             width = min(max_len, int(np.ceil(lengths[rows].max() / step)) * step)
             out.append((rows, width))
     return [out[i] for i in rng.permutation(len(out))]
-
-
-class _null_scope:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def export_tflite(engine: SasrecEngine, path: str | Path) -> Path:
