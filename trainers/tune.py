@@ -69,6 +69,8 @@ class SweepConfig:
     """Restarts of a crashed trial (from its last checkpoint)."""
     seed: int = 0
     """Seed of the search algorithm."""
+    time_budget_minutes: float | None = None
+    """Stop launching and running trials after this long (None: until all trials finish)."""
 
 
 def load_sweep(path: str | Path) -> SweepConfig:
@@ -212,6 +214,7 @@ def run_sweep(sweep: SweepConfig, num_samples: int | None = None, resume: bool =
                 tune_config=tune.TuneConfig(
                     metric=sweep.metric, mode=sweep.mode, num_samples=num_samples or sweep.num_samples,
                     max_concurrent_trials=sweep.max_concurrent_trials,
+                    time_budget_s=60 * sweep.time_budget_minutes if sweep.time_budget_minutes else None,
                     scheduler=ASHAScheduler(time_attr="epoch", max_t=sched.max_t, grace_period=sched.grace_period,
                                             reduction_factor=sched.reduction_factor),
                 ),
