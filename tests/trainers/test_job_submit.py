@@ -25,3 +25,17 @@ def test_trainer_runs_unchanged_as_a_ray_job(head, tmp_path):
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert "succeeded" in r.stdout and "'artifact': 'models:/popularity@champion'" in r.stdout
     assert (tmp_path / "mlflow.db").exists()  # registered into the store the job was pointed at
+
+
+def test_pipeline_runs_as_one_ray_job(head, tmp_path):
+    from recdata.synthetic import SyntheticConfig, write_csv
+
+    events = tmp_path / "events.csv"
+    write_csv(SyntheticConfig(n_users=150, n_items=500, seed=2), events)
+    cfg = tmp_path / "pipeline.yaml"
+    cfg.write_text("stages: [popularity, vae]\nvae: {epochs: 2, eval_every: 1, hidden: [16], latent: 8}\n")
+    r = head.submit(["python", "-m", "trainers.pipeline", "--format", "rees46", "--path", str(events),
+                     "--config", str(cfg)], cwd=REPO, env_vars={"RECSYS_HOME": str(tmp_path / "home")})
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    assert "[pipeline] vae        done" in r.stdout and "succeeded" in r.stdout
+    assert (tmp_path / "home" / "pipeline" / "vae.json").exists()

@@ -1,0 +1,62 @@
+"""The pipeline as one Ray job: stages run, register, and a rerun skips what did not change."""
+import json
+
+import pytest
+import yaml
+
+from trainers.pipeline import PipelineConfig, _with_upstream, load_pipeline_config, main
+
+
+@pytest.fixture(scope="module")
+def events(tmp_path_factory):
+    from recdata.synthetic import SyntheticConfig, write_csv
+
+    path = tmp_path_factory.mktemp("data") / "events.csv"
+    write_csv(SyntheticConfig(n_users=200, n_items=500, seed=5), path)
+    return path
+
+
+def test_upstream_stages_are_added_and_unknown_ones_fail():
+    assert [s.name for s in _with_upstream(["vae"])] == ["prepare", "vae"]
+    with pytest.raises(ValueError, match="unknown stage"):
+        _with_upstream(["nope"])
+
+
+def test_config_rejects_unknown_sections(tmp_path):
+    p = tmp_path / "p.yaml"
+    p.write_text("stages: [prepare]\nsasrek: {}\n")
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['sasrek'\]"):
+        load_pipeline_config(str(p))
+
+
+def test_rerun_skips_unchanged_stages_and_reruns_changed_ones(events, recsys_home, tmp_path, capsys):
+    import ray
+
+    cfg = tmp_path / "p.yaml"
+    cfg.write_text(yaml.safe_dump({"stages": ["popularity", "vae"],
+                                   "vae": {"epochs": 2, "eval_every": 1, "hidden": [16], "latent": 8}}))
+    args = ["--format", "rees46", "--path", str(events), "--config", str(cfg)]
+    ray.init(num_cpus=2, include_dashboard=False)
+    try:
+        assert main(args) == 0
+        first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert set(first) == {"prepare", "popularity", "vae"}
+        assert first["vae"]["artifact"] == "models:/vae@champion" and first["prepare"]["bad_rows"] == 0
+        assert main(args) == 0
+        out = capsys.readouterr().out
+        assert out.count("unchanged inputs, skipped") == 3
+        cfg.write_text(yaml.safe_dump({"stages": ["popularity", "vae"], "popularity": {"use_weights": True},
+                                       "vae": {"epochs": 2, "eval_every": 1, "hidden": [16], "latent": 8}}))
+        assert main(args) == 0
+        out = capsys.readouterr().out
+        assert "popularity unchanged" not in out and "vae        unchanged inputs, skipped" in out
+    finally:
+        ray.shutdown()
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{recsys_home / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["pipeline"])
+    parents = runs[runs["tags.mlflow.parentRunId"].isna()]
+    assert len(parents) == 3
+    first_children = runs[runs["tags.mlflow.parentRunId"] == parents.sort_values("start_time")["run_id"].iloc[0]]
+    assert set(first_children["tags.mlflow.runName"]) == {"prepare", "popularity", "vae"}
