@@ -47,6 +47,7 @@ async def _load(url: str, bodies: list[dict], concurrency: int, duration_s: floa
     import httpx
 
     lat, statuses, t_first, errors = [], [], time.perf_counter(), []
+    degraded, rankers = {}, {}
     it = iter(range(10**9))
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
 
@@ -70,6 +71,11 @@ async def _load(url: str, bodies: list[dict], concurrency: int, duration_s: floa
             t1 = time.perf_counter()
             lat.append((t1 - t0) * 1000)
             statuses.append(status)
+            if payload:
+                for d in payload.get("degraded", []):
+                    degraded[d] = degraded.get(d, 0) + 1
+                if "ranker" in payload:
+                    rankers[payload["ranker"]] = rankers.get(payload["ranker"], 0) + 1
             if on_response is not None:
                 on_response(t1, status, payload)
 
@@ -80,7 +86,8 @@ async def _load(url: str, bodies: list[dict], concurrency: int, duration_s: floa
     lat = np.asarray(lat)
     ok = np.asarray(statuses) == 200
     return {"n": len(lat), "p50_ms": float(np.percentile(lat, 50)), "p99_ms": float(np.percentile(lat, 99)),
-            "rps": len(lat) / wall, "failed": int((~ok).sum()), "errors": errors}
+            "rps": len(lat) / wall, "failed": int((~ok).sum()), "errors": errors, "degraded": degraded,
+            "rankers": rankers}
 
 
 def build_artifacts(tmp: Path, data: Path) -> tuple[str, object]:
@@ -165,6 +172,9 @@ def main(argv: list[str] | None = None) -> dict:
           f"decision: {decision or 'none (blend)'}")
     print(f"{'endpoint':<10} {'clients':>3} {'n':>6} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} {'failed':>7}")
     print("\n".join(rows))
+    for (name, c), r in res.items():
+        if r["degraded"] or r["rankers"]:
+            print(f"  {name} @{c}: degraded answers per engine {r['degraded']}; rankers {r['rankers']}")
     print(f"at {c_hi} clients: recommend p99 / noop p99 = {rec['p99_ms'] / nop['p99_ms']:.2f} (target <= 2.5); "
           f"recommend rps / noop rps = {rec['rps'] / nop['rps']:.2f} (target >= 0.5)")
     drill = drill or {"killed": None, "kill_at_s": 0.0, "requests": 0, "failed": 0, "errors": [], "degraded": 0,
@@ -189,7 +199,8 @@ def main(argv: list[str] | None = None) -> dict:
         "drill_requests": drill["requests"], "drill_recovery_s": round(drill["recovery_s"], 2),
         "drill_replica_back_s": round(drill["replica_back_s"], 2),
         "stand_in_roles": stand_in, "decision": bool(decision), "requests_per_run": a.requests,
-        "anonymous": a.anonymous, "roles": roles, "throughput_optimized": os.environ.get("RAY_SERVE_THROUGHPUT_OPTIMIZED") == "1",
+        "anonymous": a.anonymous, "roles": roles, "recommend_degraded": rec["degraded"],
+        "recommend_rankers": rec["rankers"], "throughput_optimized": os.environ.get("RAY_SERVE_THROUGHPUT_OPTIMIZED") == "1",
     }
     print(json.dumps(out))
     return out
