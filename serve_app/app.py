@@ -179,18 +179,27 @@ class Recommender:
         items = list(req.history)
         events = [EVENT_CODES[e] for e in req.events] if req.events else [0] * len(items)
         key = req.session_id or (str(req.user_id) if req.user_id is not None else None)
+        n = max(req.k, self.n_cand)
+
+        def retrieve(items, events):
+            body = {"items": items[-self.history_window:], "events": events[-self.history_window:],
+                    "user": req.user_id, "n": n, "filters": req.filters.model_dump(exclude={"exclude"}),
+                    "exclude": req.filters.exclude, "exclude_seen": req.exclude_seen}
+            return asyncio.ensure_future(self._fan_out({r: h.recommend.remote(body) for r, h in self.retrieval.items()}))
+
+        # Each handle hop costs milliseconds, so the session lookup runs beside retrieval on the request's
+        # own history; only a session that holds live events costs a second retrieval round.
+        retrieval = retrieve(items, events)
         if key is not None:
             live, reason = await self._call("sessions", self.sessions.get.remote(key))
             if reason:
                 degraded.append("sessions")
             elif live[0]:
+                retrieval.cancel()
                 items, events = items + list(live[0]), events + list(live[1])
+                retrieval = retrieve(items, events)
         items, events = items[-self.history_window:], events[-self.history_window:]
-        n = max(req.k, self.n_cand)
-        body = {"items": items, "events": events, "user": req.user_id, "n": n,
-                "filters": req.filters.model_dump(exclude={"exclude"}), "exclude": req.filters.exclude,
-                "exclude_seen": req.exclude_seen}
-        results = await self._fan_out({r: h.recommend.remote(body) for r, h in self.retrieval.items()})
+        results = await retrieval
         answered = {r: out for r, (out, reason) in results.items() if reason is None}
         degraded += [r for r, (_, reason) in results.items() if reason is not None]
         if not answered:
