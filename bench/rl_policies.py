@@ -231,7 +231,7 @@ def main(argv=None) -> dict:
     if args.rllib_throughput:
         import ray
 
-        ray.init(num_cpus=3, include_dashboard=False, log_to_driver=False,
+        ray.init(address="local", num_cpus=3, include_dashboard=False, log_to_driver=False,
                  runtime_env={"env_vars": {"RLLIB_TEST_NO_TF_IMPORT": "1",
                                            "PYTHONPATH": str(Path(__file__).resolve().parents[1])}})
         try:

@@ -46,3 +46,12 @@ def prepared_cache() -> Path:
     from trainers.tracking import work_dir
 
     return work_dir() / "prepared"
+
+
+def ray_address(explicit: str | None = None) -> str:
+    """Where a job's Ray lives: the address given, else the cluster `ray job submit` runs us on
+    (RAY_ADDRESS), else a private local one -- never an unrelated `ray start` cluster that happens
+    to run on the same machine (plain `ray.init()` would attach to it)."""
+    import os
+
+    return explicit or os.environ.get("RAY_ADDRESS") or "local"

@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         summary = write_csv(SyntheticConfig(n_users=args.users, n_items=args.items, seed=args.seed), data)
         print(f"[demo] synthetic log: {summary['rows']:,} events, {args.users:,} users -> {data}", flush=True)
     # One local Ray for training and serving, with the dashboard (token-authenticated in Ray 2.60).
-    ctx = ray.init(include_dashboard=True, dashboard_host="127.0.0.1", logging_level="WARNING",
+    ctx = ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", logging_level="WARNING",
                    runtime_env={"env_vars": {"RECSYS_HOME": str(tracking.work_dir()),
                                              "MLFLOW_TRACKING_URI": tracking.tracking_uri()}})
     try:

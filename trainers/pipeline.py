@@ -159,7 +159,9 @@ def run_pipeline(data: dict, config: PipelineConfig, force: bool = False, addres
     record_dir.mkdir(parents=True, exist_ok=True)
     specs = _with_upstream(config.stages)
     if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, logging_level="WARNING",
+        from trainers.common import ray_address
+
+        ray.init(address=ray_address(address), include_dashboard=False, logging_level="WARNING",
                  runtime_env={"env_vars": {"RECSYS_HOME": str(work), "MLFLOW_TRACKING_URI": tracking.tracking_uri()}})
     outputs: dict[str, dict] = {}
     with tracking.run("pipeline", run_name=f"pipeline-{data['fmt']}") as parent:

@@ -157,7 +157,7 @@ def main(argv=None) -> dict:
         if os.environ.get("RAY_ADDRESS"):  # under `ray job submit`: join the cluster; working_dir ships the code
             ray.init(runtime_env={"env_vars": env_vars})
         else:
-            ray.init(num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False,
+            ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False,
                      runtime_env={"env_vars": {**env_vars, "PYTHONPATH": pp}})
     config = build_config(env_config, args)
     algo = config.build_algo()

@@ -120,7 +120,7 @@ def fit_distributed(args, cfg: SasrecConfig, num_workers: int):
     from models.sasrec import SasrecEngine
 
     if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False,
+        ray.init(address=os.environ.get("RAY_ADDRESS") or "local", include_dashboard=False,
                  runtime_env={"env_vars": {"PYTHONPATH": os.getcwd()}})
     storage = tracking.work_dir() / "ray_train"
     trainer = TensorflowTrainer(

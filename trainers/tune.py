@@ -189,7 +189,9 @@ def run_sweep(sweep: SweepConfig, num_samples: int | None = None, resume: bool =
     ds = prepare(sweep.data["format"], path, cache_dir=tracking.work_dir() / "prepared")
     dataset_dir = str(tracking.work_dir() / "prepared" / ds.meta["fingerprint"])
     if not ray.is_initialized():
-        ray.init(include_dashboard=False, logging_level="WARNING")
+        from trainers.common import ray_address
+
+        ray.init(address=ray_address(), include_dashboard=False, logging_level="WARNING")
     storage = storage or str(tracking.work_dir() / "tune")
     name = name or f"{sweep.engine}-sweep"
     sched = SchedulerSpec(**sweep.scheduler)
