@@ -25,9 +25,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m trainers.train_dqn", description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", default=str(REPO / ".." / "shared" / "data" / "rees46-oct2019-head"),
+    p.add_argument("--data", "--path", default=str(REPO / ".." / "shared" / "data" / "rees46-oct2019-head"),
                    help="event log the user model is fitted on")
-    p.add_argument("--fmt", default="rees46", help="loader format of --data (rees46, sasrec, recbole, csv)")
+    p.add_argument("--fmt", "--format", default="rees46", help="loader format of --data (rees46, sasrec, recbole, csv)")
     p.add_argument("--out", default=None, help="work folder (checkpoint, user model); default $RECSYS_HOME/dqn")
     p.add_argument("--timesteps", type=int, default=150_000, help="total env steps to train for")
     p.add_argument("--time-budget-s", type=float, default=None, help="stop this invocation after this many seconds")
@@ -170,8 +170,9 @@ def main(argv=None) -> dict:
         print(f"resumed from {ckpt} at {state['history'][-1]['timesteps'] if state['history'] else 0} steps")
     mlflow = tracking._mlflow()
     exp_id = tracking.experiment_id(args.experiment)
-    run = mlflow.start_run(run_id=state["run_id"]) if state["run_id"] else mlflow.start_run(
-        experiment_id=exp_id, run_name="dqn")
+    nested = mlflow.active_run() is not None  # inside the pipeline's stage run
+    run = mlflow.start_run(run_id=state["run_id"], nested=nested) if state["run_id"] else mlflow.start_run(
+        experiment_id=exp_id, run_name="dqn", nested=nested)
     try:
         state["run_id"] = run.info.run_id
         if not state["history"]:
@@ -237,6 +238,16 @@ def main(argv=None) -> dict:
     finally:
         mlflow.end_run()
         algo.stop()
+
+
+def pipeline_stage(ctx) -> dict:
+    """The pipeline's decision stage: simulator calibrated on the same data, DQN trained, exported and
+    registered. `ctx.options` holds this module's command-line options by name (e.g. timesteps)."""
+    argv = ["--data", ctx.data["path"], "--fmt", ctx.data["fmt"], "--out", str(Path(ctx.work_dir) / "dqn")]
+    for key, value in ctx.options.items():
+        argv += [f"--{key.replace('_', '-')}", str(value)]
+    summary = main(argv)
+    return {"artifact": "models:/dqn@champion" if summary.get("version") else None, **summary}
 
 
 if __name__ == "__main__":
