@@ -215,7 +215,10 @@ class VAEEngine(Engine):
         steps_per_epoch = -(-len(users) // c.batch_size)
         anneal = c.anneal_steps or max(1, steps_per_epoch * c.epochs)
         val_set = self._validation_set(X, val) if val is not None and len(val) else None
-        best, step = -1.0, start_epoch * steps_per_epoch
+        if not start_epoch:
+            self.history = []
+        best = max((r["val_recall@20"] for r in self.history if "val_recall@20" in r), default=-1.0)
+        step = start_epoch * steps_per_epoch
         for epoch in range(start_epoch + 1, c.epochs + 1):
             vae.train()
             total = 0.0
