@@ -170,6 +170,19 @@ def _trial(config: dict) -> None:
         mlflow.end_run()
 
 
+def _close_trial_runs(parent_run_id: str, experiment_id: str) -> None:
+    """A trial that Tune stops (ASHA, max_t) may be torn down before its `finally` ends its MLflow
+    run; the driver closes what is left open so no trial stays RUNNING in the UI."""
+    from trainers import tracking
+
+    client = tracking._mlflow().MlflowClient()
+    open_runs = client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent_run_id}' "
+                                                    "and attributes.status = 'RUNNING'")
+    for r in open_runs:
+        client.set_tag(r.info.run_id, "closed_by", "sweep driver (trial stopped by Tune)")
+        client.set_terminated(r.info.run_id, "FINISHED")
+
+
 def run_sweep(sweep: SweepConfig, num_samples: int | None = None, resume: bool = False,
               storage: str | None = None, name: str | None = None) -> dict:
     import ray
@@ -224,6 +237,7 @@ def run_sweep(sweep: SweepConfig, num_samples: int | None = None, resume: bool =
                                           failure_config=tune.FailureConfig(max_failures=sweep.max_failures)),
             )
         results = tuner.fit()
+        _close_trial_runs(parent.info.run_id, exp_id)
         best = results.get_best_result(metric=sweep.metric, mode=sweep.mode)
         epochs = {r.path: (r.metrics or {}).get("epoch", 0) for r in results}
         stopped_early = sum(1 for e in epochs.values() if e < sched.max_t)
