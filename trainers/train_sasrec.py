@@ -190,5 +190,40 @@ def main(argv=None) -> dict:
     return summary
 
 
+def train(ds, options: dict | None = None, register: bool = True) -> dict:
+    """Fit with early stopping on validation, evaluate the test split beside popularity, log and
+    register. Needs an active MLflow run (the caller's): the pipeline's `sasrec` stage."""
+    from models.base import config_from_dict
+    from models.popularity import PopularityEngine
+    from models.sasrec import SasrecEngine
+    from recdata.evaluation import evaluate
+
+    cfg = config_from_dict(SasrecConfig, options, "sasrec options")
+    tracking.log_params({f"cfg.{k}": v for k, v in vars(cfg).items()})
+    engine = SasrecEngine(cfg, ds.catalog)
+    t0 = time.perf_counter()
+    engine.fit(ds.train, ds.interactions.select(VAL),
+               on_epoch=lambda epoch, rec: tracking.log_metrics(
+                   {k: v for k, v in rec.items() if k != "epoch"}, step=epoch))
+    train_seconds = time.perf_counter() - t0
+    test = evaluate(engine, ds, "test")
+    pop = evaluate(PopularityEngine(catalog=ds.catalog).fit(ds.train), ds, "test")
+    tracking.log_metrics(test, prefix="test_")
+    tracking.log_metrics(pop, prefix="pop_test_")
+    tracking.log_metrics({"train_seconds": train_seconds, "epochs_run": len(engine.history)})
+    if engine.history:
+        tracking.log_figure(learning_curve(engine.history), "learning_curve.png")
+    version = tracking.log_engine(engine, "sasrec" if register else None)
+    return {"artifact": "models:/sasrec@champion" if version else None, "version": version,
+            "train_seconds": round(train_seconds, 1), "epochs": len(engine.history),
+            **{f"test_{k}": v for k, v in test.items() if k != "users"}, "pop_test_ndcg@10": pop["ndcg@10"]}
+
+
+def pipeline_stage(ctx) -> dict:
+    from recdata.dataset import PreparedDataset
+
+    return train(PreparedDataset.load(ctx.data["dataset_dir"]), ctx.options)
+
+
 if __name__ == "__main__":
     main()
