@@ -45,8 +45,9 @@ def train(ds, options: dict | None = None, register: bool = True) -> dict:
     version = tracking.log_engine(engine, "content" if register else None)
     return {"artifact": "models:/content@champion" if version else None, "version": version,
             "items": ds.catalog.n_items, "items_without_train_events": cold,
-            "fit_seconds": round(engine.fit_seconds, 2), "test_hr@10": rows["content"]["hr@10"],
-            "test_ndcg@10": rows["content"]["ndcg@10"], "popularity_test_hr@10": rows["popularity"]["hr@10"]}
+            "fit_seconds": round(engine.fit_seconds, 2),
+            **{f"test_{k}": v for k, v in rows["content"].items() if k != "users"},
+            "popularity_test_hr@10": rows["popularity"]["hr@10"]}
 
 
 def pipeline_stage(ctx) -> dict:

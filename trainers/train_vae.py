@@ -51,8 +51,7 @@ def train(ds, options: dict | None = None, register: bool = True) -> dict:
     tracking.log_metrics({"fit_seconds": engine.fit_seconds})
     version = tracking.log_engine(engine, "vae" if register else None)
     return {"artifact": "models:/vae@champion" if version else None, "version": version,
-            "val_recall@20": val["recall@20"], "test_recall@20": rows["vae"]["recall@20"],
-            "test_ndcg@20": rows["vae"]["ndcg@20"], "test_hr@10": rows["vae"]["hr@10"],
+            "val_recall@20": val["recall@20"], **{f"test_{k}": v for k, v in rows["vae"].items() if k != "users"},
             "popularity_test_recall@20": rows["popularity"]["recall@20"]}
 
 
