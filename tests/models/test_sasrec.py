@@ -137,3 +137,17 @@ def test_yaml_config_unknown_key_and_bad_values(tmp_path):
 def test_score_before_fit_says_what_to_do(data):
     with pytest.raises(RuntimeError, match="fit"):
         SasrecEngine(tiny_config(), data.catalog).score(HistoryBatch.of([[1, 2]]))
+
+
+def test_tune_hook_pauses_training_at_each_reported_epoch(data, tmp_path):
+    from models.sasrec import tune_epochs
+
+    engine = SasrecEngine(tiny_config(epochs=3, eval_every=1), data.catalog)
+    batch = HistoryBatch.of([[1, 2, 3]])
+    seen = []
+    for epoch, metrics in tune_epochs(engine, data, 0):
+        before = engine.score(batch)
+        engine.save(tmp_path / f"e{epoch}")  # what the Tune trial does while training waits
+        np.testing.assert_array_equal(before, engine.score(batch))  # no step ran meanwhile
+        seen.append((epoch, metrics["val_ndcg@10"]))
+    assert [e for e, _ in seen] == [1, 2, 3] and all(0 <= v <= 1 for _, v in seen)
