@@ -11,6 +11,7 @@ training never costs the training.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import time
@@ -52,6 +53,8 @@ def main(argv=None) -> dict:
     p.add_argument("--epochs", type=int, help="override the config's epoch cap")
     p.add_argument("--max-train-minutes", type=float, help="override the config's wall-clock budget")
     p.add_argument("--artifact", help="evaluate this saved artifact instead of training")
+    p.add_argument("--continue-from", help="continue training this saved artifact (its epochs and "
+                   "train_seconds count toward the reported totals)")
     p.add_argument("--out", default=".recsys/bench/sasrec_ml1m", help="where the trained artifact goes")
     p.add_argument("--max-users", type=int, help="evaluate the first N test users only (smoke runs)")
     args = p.parse_args(argv)
@@ -69,7 +72,13 @@ def main(argv=None) -> dict:
         cfg = load_config(SasrecConfig, args.config, epochs=args.epochs, max_train_minutes=args.max_train_minutes)
         print(f"config: {cfg}", flush=True)
         engine = SasrecEngine(cfg, ds.catalog)
-        t0 = time.perf_counter()
+        before = 0.0
+        if args.continue_from:
+            engine = SasrecEngine.load(args.continue_from)
+            engine.config = dataclasses.replace(engine.config, epochs=cfg.epochs, max_train_minutes=cfg.max_train_minutes)
+            before = float(engine.history[-1].get("train_seconds", 0.0)) if engine.history else 0.0
+            print(f"continuing {args.continue_from} after {len(engine.history)} epochs, {before:.0f}s", flush=True)
+        t0 = time.perf_counter() - before
 
         def progress(epoch: int, rec: dict) -> None:
             rec["train_seconds"] = time.perf_counter() - t0
@@ -77,7 +86,7 @@ def main(argv=None) -> dict:
             print(f"epoch {epoch:3d}  loss {rec['loss']:.4f}{val}  {rec['epoch_seconds']:.0f}s/epoch  "
                   f"{rec['train_seconds'] / 60:.1f} min", flush=True)
 
-        engine.fit(ds.train, ds.interactions.select(VAL), on_epoch=progress)
+        engine.fit(ds.train, ds.interactions.select(VAL), on_epoch=progress, warm_start=bool(args.continue_from))
         train_seconds = time.perf_counter() - t0
         folder = engine.save(args.out)
         print(f"trained in {train_seconds:.0f}s ({len(engine.history)} epochs, best val ndcg@10 "

@@ -67,7 +67,7 @@ class SasrecEngine(Engine):
     # -- training -------------------------------------------------------------------------------
     def fit(self, train: Interactions, val: Interactions | None = None,
             on_epoch: Callable[[int, dict], None] | None = None, strategy=None,
-            shard: tuple[int, int] = (0, 1)) -> "SasrecEngine":
+            shard: tuple[int, int] = (0, 1), warm_start: bool = False) -> "SasrecEngine":
         """Train; with `val`, validate every `eval_every` epochs, stop after `patience` checks
         without a better NDCG@10 and keep the best weights. `on_epoch(epoch, metrics)` is called
         after each epoch (MLflow logging, progress). `strategy`: a tf.distribute strategy (Ray
@@ -80,7 +80,8 @@ class SasrecEngine(Engine):
             raise ValueError("sasrec: no user has 2+ training events; nothing to learn from")
         scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
         with scope:
-            net = self._build()
+            # warm_start: continue from the loaded/trained weights (a fresh optimizer state).
+            net = self.net if warm_start and self.net is not None else self._build()
             opt = (keras.optimizers.AdamW(c.lr, weight_decay=c.weight_decay) if c.weight_decay
                    else keras.optimizers.Adam(c.lr))
             opt.build(net.trainable_variables)
@@ -118,8 +119,12 @@ class SasrecEngine(Engine):
 
         best, best_weights, bad_checks, step_no = -1.0, None, 0, 0
         started = time.perf_counter()
-        self.history = []
-        for epoch in range(1, c.epochs + 1):
+        done = len(self.history) if warm_start else 0
+        if warm_start and self.history:
+            best = max([r["val_ndcg@10"] for r in self.history if "val_ndcg@10" in r] or [-1.0])
+            best_weights = net.get_weights()  # the artifact holds the best weights so far
+        self.history = self.history if warm_start else []
+        for epoch in range(done + 1, c.epochs + 1):
             t0, total, n = time.perf_counter(), 0.0, 0
             for rows, width in length_buckets(lengths, c.batch, c.max_len, rng):
                 step_no += 1
