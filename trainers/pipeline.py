@@ -164,8 +164,9 @@ def run_pipeline(data: dict, config: PipelineConfig, force: bool = False, addres
     if not ray.is_initialized():
         from trainers.common import ray_address
 
-        ray.init(address=ray_address(address), include_dashboard=False, logging_level="WARNING",
-                 runtime_env={"env_vars": {"RECSYS_HOME": str(work), "MLFLOW_TRACKING_URI": tracking.tracking_uri()}})
+        # No runtime_env here: under `ray job submit` it would clash with the job's own; each stage
+        # gets the work dir and tracking URI through its StageContext instead.
+        ray.init(address=ray_address(address), include_dashboard=False, logging_level="WARNING")
     outputs: dict[str, dict] = {}
     with tracking.run("pipeline", run_name=f"pipeline-{data['fmt']}") as parent:
         tracking.log_params({"format": data["fmt"], "path": data["path"], "stages": ",".join(s.name for s in specs)})
