@@ -9,7 +9,6 @@ Two applications deployed from serve_app/config.yaml (the real deploy path, depl
 """
 import json
 import os
-import socket
 import time
 from pathlib import Path
 
@@ -22,15 +21,11 @@ ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.slow
 
 
+from raycluster import free_port as _free_port  # noqa: E402
+
 ROLES_ALL = ("sequence", "discovery", "similarity", "popularity", "decision", "sessions")
 
 
-def _free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 @pytest.fixture(scope="module")
