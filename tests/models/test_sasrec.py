@@ -14,21 +14,9 @@ from models.sasrec.lite import SasrecTFLite
 from models.sasrec.model import SasrecNetwork
 from recdata.dataset import VAL, prepare
 from recdata.evaluation import HistoryBatch, evaluate, evaluation_batches
+from support import write_cyclic_log
 
 N_ITEMS = 30
-
-
-def write_cyclic_log(folder: Path, users: int = 60, seed: int = 0) -> Path:
-    """SASRec-format `user item` lines where each user walks the item cycle 1 -> 2 -> ... -> 30 -> 1
-    from a random start: the next item is fully determined by the last one."""
-    rng = np.random.default_rng(seed)
-    lines = []
-    for u in range(1, users + 1):
-        start, n = rng.integers(0, N_ITEMS), rng.integers(6, 14)
-        lines += [f"{u} {(start + j) % N_ITEMS + 1}" for j in range(n)]
-    path = folder / "cyclic.txt"
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 def tiny_config(**kw) -> SasrecConfig:
@@ -39,7 +27,7 @@ def tiny_config(**kw) -> SasrecConfig:
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    return prepare("sasrec", write_cyclic_log(tmp_path_factory.mktemp("cyclic")))
+    return prepare("sasrec", write_cyclic_log(tmp_path_factory.mktemp("cyclic"), items=N_ITEMS))
 
 
 @pytest.fixture(scope="module")

@@ -9,18 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from support import write_cyclic_log
 from trainers import train_sasrec, tracking
 
 
-def write_log(folder: Path, users: int = 40, items: int = 25, seed: int = 1) -> Path:
-    rng = np.random.default_rng(seed)
-    lines = []
-    for u in range(1, users + 1):
-        start, n = rng.integers(0, items), rng.integers(5, 12)
-        lines += [f"{u} {(start + j) % items + 1}" for j in range(n)]
-    path = folder / "tiny.txt"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+def write_log(folder: Path) -> Path:
+    return write_cyclic_log(folder, users=40, items=25, seed=1, lengths=(5, 12), name="tiny.txt")
 
 
 def tiny_yaml(folder: Path, **extra) -> Path:
