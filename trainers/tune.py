@@ -250,7 +250,7 @@ def run_sweep(sweep: SweepConfig, num_samples: int | None = None, resume: bool =
             tracking.log_metrics(test, prefix="best.test.")
             tracking.log_metrics(pop, prefix="popularity.test.")
             version = tracking.log_engine(engine, sweep.engine, alias="champion")
-            tracking.register(tracking._mlflow().get_artifact_uri("engine"), sweep.engine, alias="tuned")
+            tracking._mlflow().MlflowClient().set_registered_model_alias(sweep.engine, "tuned", version)
     return {
         "trials": len(results), "stopped_early": stopped_early, "errors": len(results.errors),
         "minutes": (time.perf_counter() - t0) / 60, f"best_{sweep.metric}": best.metrics[sweep.metric],

@@ -57,11 +57,16 @@ def test_sweep_on_two_nodes_registers_the_best(two_node_cluster, recsys_home, tm
     assert len(out["nodes"]) == 2, f"both trials ran on {out['nodes']}"
     assert out["registered_version"] == "1"
     assert 0 <= out["best_test"]["recall@20"] <= 1 and "recall@20" in out["popularity_test"]
+    # --resume restores the experiment from its storage (Tuner.restore) instead of starting over
+    assert main(["vae", "--config", str(path), "--resume"]) == 0
+    again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert again["trials"] == 2 and again["best_config"] == out["best_config"]
+    assert again["registered_version"] == "2"
     import mlflow
 
     mlflow.set_tracking_uri(f"sqlite:///{recsys_home / 'mlflow.db'}")
     runs = mlflow.search_runs(experiment_names=["tune-vae"])
-    parent = runs[runs["tags.mlflow.parentRunId"].isna()]
-    children = runs[runs["tags.mlflow.parentRunId"] == parent["run_id"].iloc[0]]
-    assert len(parent) == 1 and len(children) == 2
+    parents = runs[runs["tags.mlflow.parentRunId"].isna()].sort_values("start_time")
+    children = runs[runs["tags.mlflow.parentRunId"] == parents["run_id"].iloc[0]]
+    assert len(parents) == 2 and len(children) == 2  # the sweep and its resumption
     assert set(children["status"]) == {"FINISHED"}  # trials end their runs, even when stopped
