@@ -38,7 +38,9 @@ from trainers.common import add_data_args, load_kwargs
 
 @dataclass
 class StageSpec:
-    """One pipeline stage: `module:function(ctx) -> outputs dict`, and what it needs to run."""
+    """One pipeline stage and what it needs to run. `target` is `module:function`: with
+    `on_dataset`, the function is an engine trainer's `train(prepared_dataset, options)`; otherwise
+    it takes the StageContext."""
 
     name: str
     target: str
@@ -46,15 +48,16 @@ class StageSpec:
     num_cpus: float = 1
     num_gpus: float = 0
     env: dict[str, str] = field(default_factory=dict)
+    on_dataset: bool = False
 
 
 # The DQN stage sets RLLIB_TEST_NO_TF_IMPORT: RLlib would otherwise import TensorFlow (+1 GB, +5 s).
 STAGES = (
     StageSpec("prepare", "trainers.pipeline:prepare_stage", num_cpus=1),
-    StageSpec("popularity", "trainers.train_popularity:pipeline_stage", ("prepare",), num_cpus=0.25),
-    StageSpec("vae", "trainers.train_vae:pipeline_stage", ("prepare",), num_cpus=1),
-    StageSpec("content", "trainers.train_content:pipeline_stage", ("prepare",), num_cpus=1),
-    StageSpec("sasrec", "trainers.train_sasrec:pipeline_stage", ("prepare",), num_cpus=1),
+    StageSpec("popularity", "trainers.train_popularity:train", ("prepare",), num_cpus=0.25, on_dataset=True),
+    StageSpec("vae", "trainers.train_vae:train", ("prepare",), num_cpus=1, on_dataset=True),
+    StageSpec("content", "trainers.train_content:train", ("prepare",), num_cpus=1, on_dataset=True),
+    StageSpec("sasrec", "trainers.train_sasrec:train", ("prepare",), num_cpus=1, on_dataset=True),
     # The simulator's user model is fitted on the data itself, so the DQN needs only `prepare` and
     # trains beside the retrieval engines; it meets their scores only online, as candidate features.
     StageSpec("dqn", "trainers.train_dqn:pipeline_stage", ("prepare",), num_cpus=1,
@@ -110,6 +113,11 @@ def _run_stage(spec: StageSpec, ctx: StageContext) -> dict:
     os.environ["RECSYS_HOME"] = ctx.work_dir
     module, func = spec.target.split(":")
     fn = getattr(importlib.import_module(module), func)
+    if spec.on_dataset:
+        from recdata.dataset import PreparedDataset
+
+        train, dataset_dir = fn, ctx.data["dataset_dir"]
+        fn = lambda ctx: train(PreparedDataset.load(dataset_dir), ctx.options)  # noqa: E731
     t0 = time.perf_counter()
     if ctx.parent_run_id is None:
         out = fn(ctx)

@@ -31,12 +31,6 @@ def train(ds, options: dict | None = None, register: bool = True) -> dict:
             **{f"test_{k}": v for k, v in test.items() if k != "users"}}
 
 
-def pipeline_stage(ctx) -> dict:
-    from recdata.dataset import PreparedDataset
-
-    return train(PreparedDataset.load(ctx.data["dataset_dir"]), ctx.options)
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="recsys train popularity", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)

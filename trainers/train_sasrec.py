@@ -219,11 +219,5 @@ def train(ds, options: dict | None = None, register: bool = True) -> dict:
             **{f"test_{k}": v for k, v in test.items() if k != "users"}, "pop_test_ndcg@10": pop["ndcg@10"]}
 
 
-def pipeline_stage(ctx) -> dict:
-    from recdata.dataset import PreparedDataset
-
-    return train(PreparedDataset.load(ctx.data["dataset_dir"]), ctx.options)
-
-
 if __name__ == "__main__":
     main()

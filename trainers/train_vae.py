@@ -55,12 +55,6 @@ def train(ds, options: dict | None = None, register: bool = True) -> dict:
             "popularity_test_recall@20": rows["popularity"]["recall@20"]}
 
 
-def pipeline_stage(ctx) -> dict:
-    from recdata.dataset import PreparedDataset
-
-    return train(PreparedDataset.load(ctx.data["dataset_dir"]), ctx.options)
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="recsys train vae", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
