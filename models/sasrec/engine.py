@@ -75,7 +75,7 @@ class SasrecEngine(Engine):
         `shard=(rank, world)`: this worker trains on every world-th user from `rank`."""
         c = self.config
         indptr, items, events = train.sequences()
-        inp, ev, tgt = training_windows(indptr, items, events, c.max_len)
+        inp, ev, tgt = training_windows(indptr, items, events, c.max_len, c.train_windows == "all")
         if len(inp) == 0:
             raise ValueError("sasrec: no user has 2+ training events; nothing to learn from")
         scope = strategy.scope() if strategy is not None else contextlib.nullcontext()

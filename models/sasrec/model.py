@@ -104,16 +104,25 @@ class SasrecNetwork(keras.Model):
         return tf.matmul(h, self.item_emb.embeddings[1:], transpose_b=True)
 
 
-def training_windows(indptr: np.ndarray, items: np.ndarray, events: np.ndarray, max_len: int):
+def training_windows(indptr: np.ndarray, items: np.ndarray, events: np.ndarray, max_len: int,
+                     all_windows: bool = False):
     """Each user's sequence s -> inputs s[:-1], targets s[1:], the last `max_len` of them, left
-    padded: (inputs [U, L], events [U, L], targets [U, L]) int32, shifted ids (0 = pad)."""
+    padded: (inputs [W, L], events [W, L], targets [W, L]) int32, shifted ids (0 = pad).
+    `all_windows`: a user with more than `max_len` targets also yields the earlier windows (cut
+    from the end, `max_len` targets each, the first one left padded), so W can exceed the users."""
     lengths = np.diff(indptr)
-    users = np.flatnonzero(lengths >= 2)
-    inp = np.zeros((len(users), max_len), np.int32)
+    spans = []  # (user, end): the window's targets are s[end - n:end], inputs one step earlier
+    for u in np.flatnonzero(lengths >= 2):
+        end = int(lengths[u])
+        spans.append((u, end))
+        while all_windows and end - max_len > 1:
+            end -= max_len
+            spans.append((u, end))
+    inp = np.zeros((len(spans), max_len), np.int32)
     ev = np.zeros_like(inp)
     tgt = np.zeros_like(inp)
-    for row, u in enumerate(users):
-        s, e = items[indptr[u]:indptr[u + 1]] + 1, events[indptr[u]:indptr[u + 1]]
+    for row, (u, end) in enumerate(spans):
+        s, e = items[indptr[u]:indptr[u] + end] + 1, events[indptr[u]:indptr[u] + end]
         n = min(len(s) - 1, max_len)
         inp[row, -n:], ev[row, -n:], tgt[row, -n:] = s[-n - 1:-1], e[-n - 1:-1], s[-n:]
     return inp, ev, tgt
