@@ -156,7 +156,7 @@ class Engine(abc.ABC):
 ENGINE_MODULES = {
     "popularity": "models.popularity",
     "markov": "models.markov",
-    "sasrec": "models.sasrec",
+    "sasrec": "models.sasrec.engine",
     "vae": "models.vae",
     "content": "models.content",
 }

@@ -1,16 +1,18 @@
 """The Serve application: a FastAPI ingress composing the engine deployments, and its app builder.
 
-    client ─► proxy ─► Recommender (ingress) ─┬─► sessions.get            (only with a user/session id)
-                                              ├─► sequence    .recommend ┐
-                                              ├─► discovery   .recommend │ in parallel, each within
-                                              ├─► similarity  .recommend │ its time budget
-                                              ├─► popularity  .recommend ┘ (the first late answer is
-                                              │                              taken if none is on time)
-                                              └─► decision.rank(union of candidates)  (or a blend)
+    client ─► proxy ─► Recommender (ingress) ─┬─► sessions.get_many        (only with a user/session id)
+                                              ├─► sequence    .recommend_batch ┐
+                                              ├─► discovery   .recommend_batch │ in parallel, each within
+                                              ├─► similarity  .recommend_batch │ its time budget
+                                              ├─► popularity  .recommend_batch ┘ (the first late answer is
+                                              │                                  taken if none is on time)
+                                              └─► decision.rank_batch(union of candidates)  (or a blend)
 
-Each stage is one handle hop (≈4 ms on 2 cores), so the retrieval engines are called together with
-`asyncio.gather` and the graph is at most three stages deep. An engine that errors or overruns its
-budget is left out and named in `degraded`; only when no retrieval engine answers is the reply a 503.
+Each stage is one handle hop (≈4 ms of CPU on 2 cores, whatever it carries), so the retrieval engines
+are called together with `asyncio.gather`, the graph is at most three stages deep, and concurrent
+/recommend requests travel together: the ingress batches them (serve_app/coalesce.py), so one hop per
+engine serves the whole batch. An engine that errors or overruns its budget is left out and named in
+`degraded`; only when no retrieval engine answers is the reply a 503.
 
 `build_app(args)` is the builder named in `serve_app/config.yaml` (`serve run serve_app/config.yaml`,
 `serve deploy`); `build_noop_app` is the floor the load benchmark compares against.
@@ -27,6 +29,7 @@ from fastapi.responses import JSONResponse
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from serve_app.coalesce import Coalescer
 from serve_app.engines import EVENT_CODES, DecisionRanker, RetrievalEngine, SessionStore
 from serve_app.schemas import (
     EventRequest, EventResponse, HealthResponse, RecommendedItem, RecommendRequest, RecommendResponse,
@@ -63,7 +66,7 @@ async def _await(resp):
 class Recommender:
     def __init__(self, retrieval: dict[str, DeploymentHandle], decision: DeploymentHandle | None,
                  sessions: DeploymentHandle, budgets_ms: dict | None = None, candidates_per_engine: int = 50,
-                 history_window: int = 200, rescue_ms: float = 2000.0):
+                 history_window: int = 200, rescue_ms: float = 2000.0, max_batch: int = 32, max_inflight: int = 2):
         from ray.util import metrics
 
         self.retrieval = dict(retrieval)
@@ -81,6 +84,10 @@ class Recommender:
         self.m_fallback = metrics.Counter("recsys_engine_fallbacks", "engine calls left out (error/timeout)",
                                           tag_keys=("engine", "reason"))
         self.m_empty = metrics.Counter("recsys_empty_results", "answers with no items", tag_keys=("endpoint",))
+        self.m_batch = metrics.Histogram("recsys_recommend_batch_size", "/recommend requests answered together",
+                                         boundaries=[1, 2, 4, 8, 16, 32, 64])
+        self.batcher = Coalescer(self._recommend_many, max_batch=max_batch, max_inflight=max_inflight)
+        self.batcher.on_batch = self.m_batch.observe
 
     # -- plumbing ------------------------------------------------------------------------------------------
     async def _call(self, name: str, resp, budget_key: str | None = None):
@@ -169,75 +176,109 @@ class Recommender:
     async def recommend(self, req: RecommendRequest):
         t0 = time.perf_counter()
         try:
-            return await self._recommend(req, t0)
+            return await self.batcher.submit((req, t0))
         except Exception as e:  # a valid request never gets a 500
             logger.exception("recommend failed")
             return self._unavailable("recommend", t0, f"internal error: {type(e).__name__}: {e}", [])
 
-    async def _recommend(self, req: RecommendRequest, t0: float):
-        degraded: list[str] = []
-        items = list(req.history)
-        events = [EVENT_CODES[e] for e in req.events] if req.events else [0] * len(items)
-        key = req.session_id or (str(req.user_id) if req.user_id is not None else None)
-        n = max(req.k, self.n_cand)
+    def _retrieve(self, reqs: list[RecommendRequest], states: list[dict], rows: list[int]):
+        """One call per retrieval engine for the requests `rows` -> a task of
+        {role: ([one answer per row] or None, None or reason)}."""
+        bodies = []
+        for i in rows:
+            req, st = reqs[i], states[i]
+            bodies.append({"items": st["items"][-self.history_window:], "events": st["events"][-self.history_window:],
+                           "user": req.user_id, "n": max(req.k, self.n_cand),
+                           "filters": req.filters.model_dump(exclude={"exclude"}), "exclude": req.filters.exclude,
+                           "exclude_seen": req.exclude_seen})
+        return asyncio.ensure_future(self._fan_out({r: h.recommend_batch.remote(bodies) for r, h in self.retrieval.items()}))
 
-        def retrieve(items, events):
-            body = {"items": items[-self.history_window:], "events": events[-self.history_window:],
-                    "user": req.user_id, "n": n, "filters": req.filters.model_dump(exclude={"exclude"}),
-                    "exclude": req.filters.exclude, "exclude_seen": req.exclude_seen}
-            return asyncio.ensure_future(self._fan_out({r: h.recommend.remote(body) for r, h in self.retrieval.items()}))
-
-        # Each handle hop costs milliseconds, so the session lookup runs beside retrieval on the request's
-        # own history; only a session that holds live events costs a second retrieval round.
-        retrieval = retrieve(items, events)
-        if key is not None:
-            live, reason = await self._call("sessions", self.sessions.get.remote(key))
+    async def _recommend_many(self, batch: list[tuple[RecommendRequest, float]]) -> list:
+        """Answer concurrent /recommend requests together: one session lookup, one call per retrieval
+        engine and one decision call for the whole batch (see serve_app/coalesce.py)."""
+        reqs = [r for r, _ in batch]
+        states = [{"items": list(r.history),
+                   "events": [EVENT_CODES[e] for e in r.events] if r.events else [0] * len(r.history),
+                   "key": r.session_id or (str(r.user_id) if r.user_id is not None else None),
+                   "degraded": []} for r in reqs]
+        # Retrieval starts on the requests' own histories while the session lookup runs beside it;
+        # only requests whose session holds live events cost a second retrieval round.
+        first = self._retrieve(reqs, states, list(range(len(reqs))))
+        rows_of = {role: list(range(len(reqs))) for role in self.retrieval}
+        keyed = [i for i, st in enumerate(states) if st["key"] is not None]
+        second, again = None, []
+        if keyed:
+            live, reason = await self._call("sessions", self.sessions.get_many.remote([states[i]["key"] for i in keyed]))
             if reason:
-                degraded.append("sessions")
-            elif live[0]:
-                retrieval.cancel()
-                items, events = items + list(live[0]), events + list(live[1])
-                retrieval = retrieve(items, events)
-        items, events = items[-self.history_window:], events[-self.history_window:]
-        results = await retrieval
-        answered = {r: out for r, (out, reason) in results.items() if reason is None}
-        degraded += [r for r, (_, reason) in results.items() if reason is not None]
-        if not answered:
-            return self._unavailable("recommend", t0, f"no retrieval engine could answer ({', '.join(degraded)})",
-                                     degraded)
-        unknown = set.intersection(*(set(map(str, o["unknown"])) for o in answered.values()))
-        unknown_items = list(dict.fromkeys(x for x in items if str(x) in unknown))
-
-        # Union of the candidates: per item, each engine's score (NaN where it did not propose it).
-        cands: dict[Any, dict[str, tuple[int, float]]] = {}
-        for r, out in answered.items():
-            for rank, (it, sc) in enumerate(zip(out["items"], out["scores"])):
-                cands.setdefault(it, {})[r] = (rank, sc)
-        cand_ids = list(cands)
-        blend = np.array([sum(1.0 / (RRF_K + rank + 1) for rank, _ in cands[c].values()) for c in cand_ids])
-        final, ranker = blend, "blend"
-        if cand_ids and self.decision is not None:
-            engine_scores = {r: [cands[c][r][1] if r in cands[c] else None for c in cand_ids] for r in ROLES}
-            out, reason = await self._call("decision", self.decision.rank.remote(
-                {"history": items, "events": events, "candidates": cand_ids, "engine_scores": engine_scores}))
-            if reason is None:
-                q = np.array([np.nan if v is None else v for v in out["q"]], np.float64)
-                known = np.isfinite(q)
-                if known.any():  # candidates the policy does not know go after, in blend order
-                    final = np.where(known, q, np.nanmin(np.where(known, q, np.nan)) - 1.0 - blend)
-                    ranker = "decision"
+                for i in keyed:
+                    states[i]["degraded"].append("sessions")
             else:
-                degraded.append("decision")
-        elif self.decision is None:
-            degraded.append("decision")
-        order = np.lexsort((np.arange(len(cand_ids)), -final))[: req.k]
-        result = [RecommendedItem(item=cand_ids[i], score=float(final[i]),
-                                  engines=[r for r in ROLES if r in cands[cand_ids[i]]]) for i in order]
-        if not result:
-            self.m_empty.inc(tags={"endpoint": "recommend"})
-        took = self._done("recommend", t0, 200)
-        return RecommendResponse(items=result, ranker=ranker, degraded=degraded, unknown_items=unknown_items,
-                                 history_used=len(items), took_ms=round(took, 3))
+                for i, (live_items, live_events) in zip(keyed, live):
+                    if live_items:
+                        states[i]["items"] += list(live_items)
+                        states[i]["events"] += list(live_events)
+                        again.append(i)
+                if again:
+                    second = self._retrieve(reqs, states, again)
+        answers: list[dict[str, tuple[Any, str | None]]] = [{} for _ in reqs]
+        for results, rows in [(await first, None), *([(await second, again)] if second is not None else [])]:
+            for role, (outs, reason) in results.items():
+                for j, i in enumerate(rows if rows is not None else rows_of[role]):
+                    answers[i][role] = (outs[j] if outs is not None else None, reason)
+
+        ranked, to_rank = [None] * len(reqs), []
+        for i, (req, st) in enumerate(zip(reqs, states)):
+            st["items"], st["events"] = st["items"][-self.history_window:], st["events"][-self.history_window:]
+            answered = {r: out for r, (out, reason) in answers[i].items() if reason is None}
+            st["degraded"] += [r for r, (_, reason) in answers[i].items() if reason is not None]
+            if not answered:
+                continue
+            unknown = set.intersection(*(set(map(str, o["unknown"])) for o in answered.values()))
+            st["unknown"] = list(dict.fromkeys(x for x in st["items"] if str(x) in unknown))
+            # Union of the candidates: per item, each engine's (rank, score).
+            cands: dict[Any, dict[str, tuple[int, float]]] = {}
+            for r, out in answered.items():
+                for rank, (it, sc) in enumerate(zip(out["items"], out["scores"])):
+                    cands.setdefault(it, {})[r] = (rank, sc)
+            st["cands"], st["ids"] = cands, list(cands)
+            st["blend"] = np.array([sum(1.0 / (RRF_K + rank + 1) for rank, _ in cands[c].values()) for c in st["ids"]])
+            ranked[i] = (st["blend"], "blend")
+            if st["ids"] and self.decision is not None:
+                to_rank.append(i)
+            elif self.decision is None:
+                st["degraded"].append("decision")
+        if to_rank:
+            bodies = [{"history": states[i]["items"], "events": states[i]["events"], "candidates": states[i]["ids"],
+                       "engine_scores": {r: [states[i]["cands"][c][r][1] if r in states[i]["cands"][c] else None
+                                             for c in states[i]["ids"]] for r in ROLES}} for i in to_rank]
+            outs, reason = await self._call("decision", self.decision.rank_batch.remote(bodies))
+            for j, i in enumerate(to_rank):
+                if reason is not None:
+                    states[i]["degraded"].append("decision")
+                    continue
+                q = np.array([np.nan if v is None else v for v in outs[j]["q"]], np.float64)
+                known, blend = np.isfinite(q), states[i]["blend"]
+                if known.any():  # candidates the policy does not know go after, in blend order
+                    ranked[i] = (np.where(known, q, np.nanmin(np.where(known, q, np.nan)) - 1.0 - blend), "decision")
+
+        responses = []
+        for i, ((req, t0), st) in enumerate(zip(batch, states)):
+            if ranked[i] is None:
+                responses.append(self._unavailable(
+                    "recommend", t0, f"no retrieval engine could answer ({', '.join(st['degraded'])})", st["degraded"]))
+                continue
+            final, ranker = ranked[i]
+            ids, cands = st["ids"], st["cands"]
+            order = np.lexsort((np.arange(len(ids)), -final))[: req.k]
+            result = [RecommendedItem(item=ids[o], score=float(final[o]), engines=[r for r in ROLES if r in cands[ids[o]]])
+                      for o in order]
+            if not result:
+                self.m_empty.inc(tags={"endpoint": "recommend"})
+            took = self._done("recommend", t0, 200)
+            responses.append(RecommendResponse(items=result, ranker=ranker, degraded=st["degraded"],
+                                               unknown_items=st["unknown"], history_used=len(st["items"]),
+                                               took_ms=round(took, 3)))
+        return responses
 
     @api.post("/similar", response_model=SimilarResponse,
               responses={503: {"description": "no engine could answer"}})
@@ -332,6 +373,8 @@ def build_app(args: dict[str, Any]) -> serve.Application:
     decision: artifact URI of the DQN policy, or null (then the union is ranked by a blend)
     budgets_ms: per-engine time budget ({role: ms}, plus decision and sessions)
     rescue_ms: when no retrieval engine answers within its budget, wait this long for the first one
+    ingress_batch: {max_batch, max_inflight} -- concurrent /recommend requests answered together
+        (serve_app/coalesce.py): at most max_batch per batch, at most max_inflight batches at once
     candidates_per_engine: candidates each retrieval engine proposes (default 50)
     history_window: newest history items scored (default 200)
     tracking_uri: MLflow store for `models:/` URIs (default: $MLFLOW_TRACKING_URI or $RECSYS_HOME's sqlite)
@@ -339,8 +382,11 @@ def build_app(args: dict[str, Any]) -> serve.Application:
     faults: {role: {fail: bool, delay_ms: float}} -- drills and tests only
     """
     args = dict(args or {})
+    bad_batch = sorted(set(args.get("ingress_batch") or {}) - {"max_batch", "max_inflight"})
+    if bad_batch:
+        raise ValueError(f"unknown ingress_batch key(s) {bad_batch}; valid: ['max_batch', 'max_inflight']")
     known = {"engines", "decision", "budgets_ms", "candidates_per_engine", "history_window", "tracking_uri",
-             "sessions", "faults", "max_batch_size", "rescue_ms"}
+             "sessions", "faults", "max_batch_size", "rescue_ms", "ingress_batch"}
     unknown = sorted(set(args) - known)
     if unknown:
         raise ValueError(f"unknown app arg(s) {unknown}; valid: {sorted(known)}")
@@ -368,7 +414,8 @@ def build_app(args: dict[str, Any]) -> serve.Application:
     sessions = SessionStore.options(name="sessions").bind(**(args.get("sessions") or {}))
     return Recommender.bind(retrieval, decision, sessions, budgets_ms=args.get("budgets_ms"),
                             candidates_per_engine=int(args.get("candidates_per_engine", 50)),
-                            history_window=window, rescue_ms=float(args.get("rescue_ms", 2000)))
+                            history_window=window, rescue_ms=float(args.get("rescue_ms", 2000)),
+                            **{k: int(v) for k, v in (args.get("ingress_batch") or {}).items()})
 
 
 noop_api = FastAPI(title="recsys no-op floor")

@@ -88,6 +88,20 @@ def load_artifact_folder(uri: str, tracking_uri: str | None = None) -> tuple[Pat
     return folder, info
 
 
+def load_for_serving(folder: Path):
+    """(scorer, runtime name) of an engine artifact. A SASRec artifact is served by its TFLite model
+    through the LiteRT interpreter (no TensorFlow in the replica; ~3x faster than the tf.function on
+    one sequence, and it runs a short history at its own length); every other engine loads as saved."""
+    manifest = json.loads((Path(folder) / "manifest.json").read_text()) if (Path(folder) / "manifest.json").exists() else {}
+    if manifest.get("engine") == "sasrec" and (Path(folder) / "model.tflite").exists():
+        from models.sasrec.lite import SasrecTFLite
+
+        return SasrecTFLite(folder), "tflite"
+    from models.base import Engine
+
+    return Engine.load(folder), "python"
+
+
 # -- business filters over a catalog -------------------------------------------------------------------
 @functools.lru_cache(maxsize=256)
 def _allowed(catalog_id: int, category: str | None, min_price: float | None, max_price: float | None):
@@ -160,10 +174,9 @@ class RetrievalEngine:
         self._info = {"role": role, "uri": self.uri}
         t0 = time.perf_counter()
         try:
-            from models.base import Engine
-
             folder, info = load_artifact_folder(self.uri, tracking_uri)
-            self.engine = Engine.load(folder)
+            self.engine, runtime = load_for_serving(folder)
+            info["runtime"] = runtime
             from recdata.evaluation import HistoryBatch
 
             self.engine.score(HistoryBatch.of([[0]]))  # warm-up: lazy framework init off the request path
@@ -193,8 +206,17 @@ class RetrievalEngine:
         await self._gate()
         return await self._batched(req)
 
+    async def recommend_batch(self, reqs: list[dict]) -> list[dict]:
+        """Many `recommend` requests in one call (the ingress batches concurrent requests): one
+        `engine.score` for all of them; answers in request order."""
+        await self._gate()
+        return self._answer(reqs) if reqs else []
+
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.001)
     async def _batched(self, reqs: list[dict]) -> list[dict]:
+        return self._answer(reqs)
+
+    def _answer(self, reqs: list[dict]) -> list[dict]:
         from recdata.evaluation import HistoryBatch
 
         cat = self.engine.catalog
@@ -286,6 +308,7 @@ class DecisionRanker:
 
     def __init__(self, uri: str, tracking_uri: str | None = None, fail: bool = False):
         self.uri, self.fail, self.policy, self.load_error = str(uri), fail, None, None
+        self._columns: dict[str, np.ndarray | None] = {}
         self._info = {"role": "decision", "uri": self.uri}
         try:
             import torch
@@ -310,10 +333,12 @@ class DecisionRanker:
         return {**self._info, "status": status, **({"error": self.load_error} if self.load_error else {})}
 
     def _column(self, name: str, idx: np.ndarray, dtype, fill):
-        items = self.policy.catalog.items
-        if name not in items:
+        if name not in self._columns:  # pandas -> numpy once, not per request
+            items = self.policy.catalog.items
+            self._columns[name] = items[name].to_numpy() if name in items else None
+        col = self._columns[name]
+        if col is None:
             return np.full(len(idx), fill, dtype=dtype)
-        col = items[name].to_numpy()
         out = np.full(len(idx), fill, dtype=dtype)
         ok = idx >= 0
         out[ok] = col[idx[ok]]
@@ -330,25 +355,43 @@ class DecisionRanker:
     async def rank(self, req: dict) -> dict:
         """req: history, events, candidates (raw ids), engine_scores {role: [K] floats or None}.
         -> {"q": [K] floats (None where not finite)}"""
+        return (await self.rank_batch([req]))[0]
+
+    async def rank_batch(self, reqs: list[dict]) -> list[dict]:
+        """Many `rank` requests in one network call: candidate lists are right-padded to the longest
+        (padding rows are dropped from the answer; candidates never attend to each other)."""
         if self.load_error:
             raise EngineUnavailable(f"decision: artifact {self.uri} failed to load: {self.load_error}")
         if self.fail:
             raise EngineUnavailable("decision: fault injected (fail=true in the config)")
+        if not reqs:
+            return []
         import torch
 
-        cands = list(req["candidates"])
-        cidx = self.policy.catalog.item_index(cands)
-        h_items, h_events, last = self._history(list(req.get("history") or []), list(req.get("events") or []))
-        scores = {k: np.array([np.nan if v is None else v for v in vals], np.float64)
-                  for k, vals in req["engine_scores"].items()}
-        prices = self._column("price", cidx, np.float64, np.nan)
-        categories = self._column("category", cidx, object, None)
-        last_cat = self._column("category", np.array([last]), object, None)[0] if last is not None else None
-        feats = np.asarray(self.build_features(scores, prices, categories, last_cat), np.float32)  # [K,F]
+        n_f, L = len(self.policy.feature_names), int(self.policy.history_len)
+        K = max(1, max(len(r["candidates"]) for r in reqs))
+        h_items = np.full((len(reqs), L), -1, np.int64)
+        h_events = np.zeros((len(reqs), L), np.int8)
+        feats = np.zeros((len(reqs), K, n_f), np.float32)
+        cand = np.full((len(reqs), K), -1, np.int64)
+        for b, req in enumerate(reqs):
+            cands = list(req["candidates"])
+            cidx = self.policy.catalog.item_index(cands) if cands else np.empty(0, np.int64)
+            items, events, last = self._history(list(req.get("history") or []), list(req.get("events") or []))
+            if len(items):
+                h_items[b, -len(items):], h_events[b, -len(items):] = items, events
+            scores = {k: np.array([np.nan if v is None else v for v in vals], np.float64)
+                      for k, vals in req["engine_scores"].items()}
+            last_cat = self._column("category", np.array([last]), object, None)[0] if last is not None else None
+            if cands:
+                feats[b, :len(cands)] = self.build_features(scores, self._column("price", cidx, np.float64, np.nan),
+                                                            self._column("category", cidx, object, None), last_cat)
+                cand[b, :len(cands)] = cidx
         with torch.no_grad():  # unknown candidates stay -1: the network scores them from features
-            q = self.policy.q_values(h_items[None], h_events[None], feats[None], cidx.astype(np.int64)[None])
-        q = np.asarray(q.detach().cpu().numpy() if hasattr(q, "detach") else q, np.float64)[0]  # [K]
-        return {"q": [float(v) if np.isfinite(v) else None for v in q]}
+            q = self.policy.q_values(h_items, h_events, feats, cand)
+        q = np.asarray(q.detach().cpu().numpy() if hasattr(q, "detach") else q, np.float64)  # [B, K]
+        return [{"q": [float(v) if np.isfinite(v) else None for v in q[b, :len(r["candidates"])]]}
+                for b, r in enumerate(reqs)]
 
 
 # -- live sessions ----------------------------------------------------------------------------------------
@@ -387,6 +430,10 @@ class SessionStore:
         self.sessions.move_to_end(key)
         self.sessions[key] = (now, entry[1])
         return [i for i, _ in entry[1]], [e for _, e in entry[1]]
+
+    def get_many(self, keys: list[str]) -> list[tuple[list, list]]:
+        """`get` for each key, in one call (the ingress looks up a whole batch of requests)."""
+        return [self.get(k) for k in keys]
 
     def stats(self) -> dict:
         return {"sessions": len(self.sessions), "max_sessions": self.max_sessions,

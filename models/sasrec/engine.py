@@ -199,21 +199,23 @@ def length_buckets(lengths: np.ndarray, batch: int, max_len: int, rng: np.random
 
 
 def export_tflite(engine: SasrecEngine, path: str | Path) -> Path:
-    """Convert the scoring function (items, events [B, max_len] int32 -> scores [B, N]) to a
-    TFLite flatbuffer; the batch dimension is dynamic (resize the interpreter's inputs)."""
+    """Convert the scoring function (items, events [B, T] int32, T <= max_len -> scores [B, N]) to a
+    TFLite flatbuffer. Batch and length are both dynamic (resize the interpreter's inputs): positions
+    count from the newest item, so a short history scored at its own length T equals the same
+    history left-padded to max_len, at a fraction of the cost."""
     # Keras' own SavedModel export, then the SavedModel converter (which freezes the weights).
-    net, L = engine.net, engine.config.max_len
+    net = engine.net
     archive = keras.export.ExportArchive()
     archive.track(net)
     archive.add_endpoint(
         "serving_default", lambda items, events: net.last_scores(items, events),
-        input_signature=[tf.TensorSpec([None, L], tf.int32, "items"), tf.TensorSpec([None, L], tf.int32, "events")])
+        input_signature=[tf.TensorSpec([None, None], tf.int32, "items"), tf.TensorSpec([None, None], tf.int32, "events")])
     with tempfile.TemporaryDirectory() as tmp:
         archive.write_out(tmp, verbose=False)
         flatbuffer = tf.lite.TFLiteConverter.from_saved_model(tmp).convert()
     path = Path(path)
     path.write_bytes(flatbuffer)
     meta = {"inputs": ["items", "events"], "max_len": engine.config.max_len, "n_items": engine.n_items,
-            "id_shift": 1, "config": dataclasses.asdict(engine.config)}
+            "id_shift": 1, "dynamic_length": True, "config": dataclasses.asdict(engine.config)}
     (path.parent / "tflite.json").write_text(json.dumps(meta, indent=1))
     return path

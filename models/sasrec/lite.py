@@ -18,6 +18,9 @@ from recdata.evaluation import HistoryBatch
 from recdata.metrics import NEG_INF, mask_seen, top_k
 
 
+LENGTH_STEP = 16  # histories are padded to a multiple of this (few interpreter re-allocations)
+
+
 class SasrecTFLite:
     """Scores histories with the exported TFLite model: `score(batch) -> [B, n_items]`,
     `recommend(batch, k)` -> top-k dense item indices (seen filtered), like the Keras engine."""
@@ -31,6 +34,8 @@ class SasrecTFLite:
             raise FileNotFoundError(f"{folder} has no model.tflite/tflite.json; save a SasrecEngine there first")
         self.meta = json.loads(meta.read_text())
         self.max_len, self.n_items = int(self.meta["max_len"]), int(self.meta["n_items"])
+        # Artifacts exported before lengths became dynamic take exactly max_len.
+        self.dynamic_length = bool(self.meta.get("dynamic_length", False))
         self.catalog = Catalog.load(folder / "catalog") if (folder / "catalog").exists() else None
         self.interpreter = Interpreter(model_path=str(model), num_threads=num_threads)
         self._inputs = {d["name"]: d["index"] for d in self.interpreter.get_input_details()}
@@ -45,13 +50,17 @@ class SasrecTFLite:
         raise KeyError(f"model.tflite has no input named like {name!r}: {list(self._inputs)}")
 
     def score(self, batch: HistoryBatch) -> np.ndarray:
-        items, events = pad_histories(batch.items, batch.events, self.max_len)
-        B = len(items)
-        if B != self._batch:  # resize once per batch size
+        width = self.max_len
+        if self.dynamic_length:  # the batch's longest history, rounded up to few distinct shapes
+            longest = max((min(len(s), self.max_len) for s in batch.items), default=1)
+            width = min(self.max_len, max(LENGTH_STEP, -(-longest // LENGTH_STEP) * LENGTH_STEP))
+        items, events = pad_histories(batch.items, batch.events, width)
+        shape = (len(items), width)
+        if shape != self._batch:  # resize only when the shape changes
             for idx in self._order:
-                self.interpreter.resize_tensor_input(idx, [B, self.max_len])
+                self.interpreter.resize_tensor_input(idx, list(shape))
             self.interpreter.allocate_tensors()
-            self._batch = B
+            self._batch = shape
         self.interpreter.set_tensor(self._order[0], items)
         self.interpreter.set_tensor(self._order[1], events)
         self.interpreter.invoke()

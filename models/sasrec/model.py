@@ -87,13 +87,14 @@ class SasrecNetwork(keras.Model):
         L = tf.shape(items)[1]
         real = items > 0                                                   # [B, L]
         x = self.item_emb(items) * math.sqrt(self.config.hidden)           # [B, L, D]
-        x = x + self.pos_emb(tf.range(L - 1, -1, -1))[None]                # newest item = position 0
+        # expand_dims, not [None]: TFLite's builtin slicing lacks new-axis slices of dynamic shapes.
+        x = x + tf.expand_dims(self.pos_emb(tf.range(L - 1, -1, -1)), 0)   # newest item = position 0
         if self.event_emb is not None:
             x = x + self.event_emb(tf.where(real, events + 1, 0))          # 0 = padding type
-        keep = tf.cast(real, x.dtype)[..., None]                           # [B, L, 1]
+        keep = tf.expand_dims(tf.cast(real, x.dtype), -1)                  # [B, L, 1]
         x = self.emb_drop(x, training=training) * keep
         causal = tf.linalg.band_part(tf.ones([L, L], tf.bool), -1, 0)      # [L, L] key <= query
-        allowed = tf.logical_and(causal[None], real[:, None, :])[:, None]  # [B, 1, L, L]
+        allowed = tf.expand_dims(tf.logical_and(tf.expand_dims(causal, 0), tf.expand_dims(real, 1)), 1)  # [B,1,L,L]
         for block in self.blocks:
             x = block(x, allowed, training=training) * keep
         return self.final_ln(x)                                            # [B, L, D]

@@ -109,9 +109,46 @@ def test_save_load_round_trip_and_tflite_topk(data, trained, tmp_path):
     np.testing.assert_array_equal(lite.recommend(one, 10)[0], trained.recommend(one, 10)[0])
 
 
+def test_tflite_scores_short_histories_at_their_own_length(data, tmp_path):
+    """The TFLite model takes any length <= max_len: a batch of short histories runs at (a multiple
+    of 16 of) its longest, and must score exactly like the Keras model at full padding."""
+    eng = SasrecEngine(tiny_config(max_len=40, epochs=2), data.catalog).fit(data.train)
+    lite = SasrecTFLite(eng.save(tmp_path / "a"))
+    assert lite.dynamic_length
+    rng = np.random.default_rng(0)
+    for lengths in ([3], [2, 5, 9], [17, 1], [40, 33], [60]):   # widths 16, 16, 32, 40, 40 (cut)
+        batch = HistoryBatch.of([rng.integers(0, data.catalog.n_items, n) for n in lengths])
+        np.testing.assert_allclose(lite.score(batch), eng.score(batch), atol=1e-4)
+        assert lite._batch == (len(lengths), min(40, max(16, -(-min(max(lengths), 40) // 16) * 16)))
+
+
+def test_all_windows_keep_long_histories_older_events():
+    from models.sasrec.model import training_windows
+
+    indptr = np.array([0, 8, 10])                # user 0: items 0..7; user 1: items 10, 11 (ids shift by 1)
+    items = np.array([0, 1, 2, 3, 4, 5, 6, 7, 10, 11])
+    events = np.zeros(10, np.int8)
+    inp, _, tgt = training_windows(indptr, items, events, max_len=3)
+    assert tgt.tolist() == [[6, 7, 8], [0, 0, 12]]            # the paper's: the last 3 targets only
+    inp, _, tgt = training_windows(indptr, items, events, max_len=3, all_windows=True)
+    assert tgt.tolist() == [[6, 7, 8], [3, 4, 5], [0, 0, 2], [0, 0, 12]]   # every target, once
+    assert inp.tolist() == [[5, 6, 7], [2, 3, 4], [0, 0, 1], [0, 0, 11]]
+
+
+def test_serving_path_does_not_import_tensorflow():
+    import subprocess
+    import sys
+
+    code = ("import sys; import models.sasrec.lite; from models.base import get_engine_class; "
+            "print('tensorflow' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[2])
+    assert out.stdout.strip() == "False", out.stderr[-2000:]
+
+
 def test_yaml_config_unknown_key_and_bad_values(tmp_path):
     shipped = load_config(SasrecConfig, Path(__file__).resolve().parents[2] / "models/sasrec/sasrec_ml1m.yaml")
-    assert shipped.loss == "ce" and shipped.max_len == 200 and shipped.hidden == 64
+    assert shipped.loss == "ce" and shipped.max_len == 200 and shipped.train_windows == "all"
     bad = tmp_path / "bad.yaml"
     bad.write_text("max_len: 50\nhiden: 64\n")
     with pytest.raises(ValueError, match="hiden.*valid keys"):

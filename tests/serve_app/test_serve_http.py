@@ -277,3 +277,52 @@ def test_openapi_fuzz_finds_no_server_error(served):
 
     fuzz()
     assert 200 in statuses and 422 in statuses     # both valid and invalid requests were generated
+
+
+def test_concurrent_requests_answered_together_get_their_own_answers(served, client):
+    """The ingress answers concurrent /recommend requests as one batch (one call per engine): each
+    must still get exactly the answer it gets alone (histories, filters and k differ per request)."""
+    import asyncio
+
+    cat = served["catalog"]
+    rng = np.random.default_rng(1)
+    bodies = []
+    for n in range(24):
+        hist = cat.item_raw(rng.choice(cat.n_items, 1 + n % 5, replace=False)).tolist()
+        body = {"history": hist, "k": 3 + n % 7}
+        if n % 3 == 0:
+            body["filters"] = {"category": "a"}
+        bodies.append(body)
+    alone = [client.post("/recommend", json=b) for b in bodies]
+    assert all(r.status_code == 200 for r in alone), [r.text for r in alone if r.status_code != 200][:1]
+
+    async def together():
+        async with httpx.AsyncClient(base_url=served["url"], timeout=60) as ac:
+            return await asyncio.gather(*(ac.post("/recommend", json=b) for b in bodies))
+
+    before = _batch_histogram(served)
+    concurrent = asyncio.run(together())
+    for b, one, many in zip(bodies, alone, concurrent):
+        assert many.status_code == 200, many.text
+        assert _items(many) == _items(one), b
+        assert [x["engines"] for x in many.json()["items"]] == [x["engines"] for x in one.json()["items"]]
+        assert len(many.json()["items"]) <= b["k"]
+    # Batching really happened: the batch-size histogram gained batches of more than one request.
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        after = _batch_histogram(served)
+        if after[1] - before[1] >= len(bodies):  # every request of the burst is counted
+            break
+        time.sleep(1)
+    batches, requests = after[0] - before[0], after[1] - before[1]
+    assert requests >= len(bodies) and batches < requests, (batches, requests)
+
+
+def _batch_histogram(served) -> tuple[float, float]:
+    """(count, sum) of recsys_recommend_batch_size on Ray's Prometheus export."""
+    text = httpx.get(f"http://127.0.0.1:{served['metrics_port']}/metrics", timeout=5).text
+    def total(name):
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if not line.startswith("#") and line.split("{")[0].split(" ")[0].endswith(name))
+
+    return total("recsys_recommend_batch_size_count"), total("recsys_recommend_batch_size_sum")

@@ -1,0 +1,68 @@
+"""Natural (adaptive) batching of concurrent calls, for the ingress.
+
+Every engine call is a handle hop that costs milliseconds of CPU on each side, whatever the batch
+it carries. The ingress therefore answers concurrent /recommend requests together: one call per
+engine for the whole batch. `Coalescer` dispatches a batch as soon as fewer than `max_inflight`
+batches are running -- so a lone request is never held back -- and requests that arrive while the
+engines are busy wait and leave together as the next batch, so batches grow exactly as fast as load
+does (Clipper's adaptive batching; TF-Serving's batcher with an in-flight limit).
+
+Why not `@serve.batch` here: it waits a fixed `batch_wait_timeout_s` for company (added latency at
+low load), and the batches it forms while the previous one runs do not grow: they queue behind its
+`max_concurrent_batches` semaphore at the size the wait window gave them. The engine replicas still
+use `@serve.batch` for calls that arrive one by one.
+"""
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Awaitable, Callable, Sequence
+
+
+class Coalescer:
+    """`await submit(x)` -> `fn([... x ...])[i]`. `fn` takes a list and returns a list of the same
+    length (one result per input, in order); if it raises, every caller of that batch gets the error."""
+
+    def __init__(self, fn: Callable[[list], Awaitable[Sequence[Any]]], max_batch: int = 32, max_inflight: int = 2):
+        if max_batch < 1 or max_inflight < 1:
+            raise ValueError(f"max_batch ({max_batch}) and max_inflight ({max_inflight}) must be >= 1")
+        self.fn, self.max_batch, self.max_inflight = fn, max_batch, max_inflight
+        self.pending: list[tuple[Any, asyncio.Future]] = []
+        self.inflight = 0
+        self.batch_sizes: list[int] = []  # the last 1,000, for tests and the metrics hook
+        self.on_batch: Callable[[int], None] | None = None
+
+    async def submit(self, item: Any) -> Any:
+        fut = asyncio.get_running_loop().create_future()
+        self.pending.append((item, fut))
+        self._dispatch()
+        return await fut
+
+    def _dispatch(self) -> None:
+        while self.pending and self.inflight < self.max_inflight:
+            batch = [(x, f) for x, f in self.pending[: self.max_batch] if not f.cancelled()]
+            del self.pending[: self.max_batch]
+            if not batch:
+                continue
+            self.inflight += 1
+            self.batch_sizes = self.batch_sizes[-999:] + [len(batch)]
+            if self.on_batch is not None:
+                self.on_batch(len(batch))
+            asyncio.ensure_future(self._run(batch))
+
+    async def _run(self, batch: list[tuple[Any, asyncio.Future]]) -> None:
+        try:
+            results = await self.fn([x for x, _ in batch])
+            if len(results) != len(batch):
+                raise RuntimeError(f"batched function returned {len(results)} results for {len(batch)} inputs")
+            for (_, f), r in zip(batch, results):
+                if not f.done():
+                    f.set_result(r)
+        except BaseException as e:  # noqa: BLE001 -- every waiting caller must hear about it
+            for _, f in batch:
+                if not f.done():
+                    f.set_exception(e if isinstance(e, Exception) else RuntimeError(repr(e)))
+            if not isinstance(e, Exception):
+                raise
+        finally:
+            self.inflight -= 1
+            self._dispatch()

@@ -1,0 +1,96 @@
+"""The ingress's natural batching (serve_app/coalesce.py), on a plain asyncio loop."""
+import asyncio
+
+import pytest
+
+from serve_app.coalesce import Coalescer
+
+
+def _run(coro):
+    return asyncio.run(coro)
+
+
+def test_lone_call_is_not_held_back_and_concurrent_calls_leave_together():
+    calls = []
+    release = None
+
+    async def fn(xs):
+        calls.append(list(xs))
+        await release.wait()
+        return [x * 10 for x in xs]
+
+    async def main():
+        nonlocal release
+        release = asyncio.Event()
+        c = Coalescer(fn, max_batch=8, max_inflight=1)
+        first = asyncio.ensure_future(c.submit(1))
+        await asyncio.sleep(0.001)       # dispatched at once: nothing in flight
+        assert calls == [[1]]
+        rest = [asyncio.ensure_future(c.submit(x)) for x in (2, 3, 4)]
+        await asyncio.sleep(0.01)
+        assert calls == [[1]]             # the engine is busy: the others wait ...
+        release.set()
+        out = await asyncio.gather(first, *rest)
+        assert calls == [[1], [2, 3, 4]]  # ... and leave as one batch, answers in order
+        assert out == [10, 20, 30, 40]
+        assert c.batch_sizes == [1, 3]
+
+    _run(main())
+
+
+def test_batches_are_capped_and_inflight_is_bounded():
+    running, peak = 0, 0
+
+    async def fn(xs):
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await asyncio.sleep(0.01)
+        running -= 1
+        return [-x for x in xs]
+
+    async def main():
+        c = Coalescer(fn, max_batch=4, max_inflight=2)
+        out = await asyncio.gather(*(c.submit(x) for x in range(20)))
+        assert out == [-x for x in range(20)]
+        assert max(c.batch_sizes) <= 4 and sum(c.batch_sizes) == 20
+        assert peak == 2
+
+    _run(main())
+
+
+def test_an_error_reaches_every_caller_of_its_batch_only():
+    async def fn(xs):
+        await asyncio.sleep(0.001)
+        if 0 in xs:
+            raise ValueError("boom")
+        return xs
+
+    async def main():
+        c = Coalescer(fn, max_batch=2, max_inflight=1)
+        out = await asyncio.gather(*(c.submit(x) for x in (5, 0, 1, 2)), return_exceptions=True)
+        assert c.batch_sizes == [1, 2, 1]  # [5], then [0, 1] (fails), then [2]
+        assert out[0] == 5 and out[3] == 2
+        assert isinstance(out[1], ValueError) and isinstance(out[2], ValueError)
+
+    _run(main())
+
+
+def test_wrong_result_count_is_an_error_not_a_hang():
+    async def fn(xs):
+        return xs[:1]
+
+    async def main():
+        c = Coalescer(fn, max_batch=4, max_inflight=1)
+        await c.submit(0)                 # one in, one out: fine
+        c2 = Coalescer(fn, max_batch=4, max_inflight=1)
+        blocker = asyncio.ensure_future(c2.submit(0))
+        out = await asyncio.gather(blocker, c2.submit(1), c2.submit(2), return_exceptions=True)
+        assert out[0] == 0 and all(isinstance(o, RuntimeError) for o in out[1:])
+
+    _run(main())
+
+
+def test_bad_limits_fail():
+    with pytest.raises(ValueError, match="max_batch"):
+        Coalescer(lambda xs: xs, max_batch=0)
