@@ -2,6 +2,9 @@
 
     python -m bench.serve_load                       # ML-1M popularity in every retrieval role
     python -m bench.serve_load --artifact sequence=models:/sasrec@champion --artifact discovery=...
+    python -m bench.serve_load --registry --format rees46 --data .recsys/demo/synthetic-u1500-i800-s0.csv
+                                    # the product graph: every engine + the DQN from the MLflow
+                                    # registry (`make demo` fills it), requests from the data they know
 
 Loopback only, bounded request counts. Deploys serve_app/config.yaml (its deployment options: CPUs,
 max_ongoing_requests, autoscaling) with the artifacts given; a retrieval role with no artifact gets
@@ -31,6 +34,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / ".." / "shared" / "data" / "ml-1m"
 ROLES = ("sequence", "discovery", "similarity", "popularity")
+EVENT_NAMES = ("view", "cart", "purchase")
 
 
 def _free_port() -> int:
@@ -90,30 +94,55 @@ async def _load(url: str, bodies: list[dict], concurrency: int, duration_s: floa
             "rankers": rankers}
 
 
-def build_artifacts(tmp: Path, data: Path) -> tuple[str, object]:
+def batch_stats(metrics_port: int) -> tuple[float, float]:
+    """(batches, requests) so far of the ingress's recsys_recommend_batch_size histogram, read from
+    Ray's Prometheus export (the same numbers the dashboard's metrics show)."""
+    import httpx
+
+    try:
+        text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
+    except httpx.HTTPError:
+        return 0.0, 0.0
+
+    def total(name):
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if not line.startswith("#") and line.split("{")[0].split(" ")[0].endswith(name))
+
+    return total("recsys_recommend_batch_size_count"), total("recsys_recommend_batch_size_sum")
+
+
+def build_artifacts(tmp: Path, data: Path, fmt: str = "sasrec") -> tuple[str, object]:
     from models.popularity import PopularityEngine
     from recdata.dataset import prepare
 
-    ds = prepare("sasrec", data, cache_dir=ROOT / ".recsys" / "prepared")
+    ds = prepare(fmt, data, cache_dir=ROOT / ".recsys" / "prepared")
     engine = PopularityEngine(catalog=ds.catalog).fit(ds.train)
     return str(engine.save(tmp / "popularity")), ds
 
 
 def request_bodies(ds, n: int, seed: int = 0, anonymous: bool = False) -> tuple[list[dict], list[dict]]:
     rng = np.random.default_rng(seed)
-    indptr, items, _ = ds.train.sequences()
+    indptr, items, events = ds.train.sequences()
+    has_events = bool(np.any(events > 0))
     users = rng.choice(len(indptr) - 1, n)
     rec = []
     for u in users:
-        hist = items[indptr[u]:indptr[u + 1]][-20:]
-        rec.append({"history": ds.catalog.item_raw(hist).tolist(), **({} if anonymous else {"user_id": f"user_{u}"})})
+        lo = max(indptr[u], indptr[u + 1] - 20)
+        body = {"history": ds.catalog.item_raw(items[lo:indptr[u + 1]]).tolist()}
+        if has_events:  # a shop log: each history item with its event type, as clients send them
+            body["events"] = [EVENT_NAMES[int(e)] for e in events[lo:indptr[u + 1]]]
+        rec.append({**body, **({} if anonymous else {"user_id": f"user_{u}"})})
     sim = [{"item": x, "k": 10} for x in ds.catalog.item_raw(rng.choice(ds.catalog.n_items, n)).tolist()]
     return rec, sim
 
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--data", default=str(DATA), help="ML-1M folder (SASRec format)")
+    p.add_argument("--data", default=str(DATA), help="the data requests are drawn from (default: ML-1M)")
+    p.add_argument("--format", default="sasrec", help="loader of --data: sasrec | rees46 | recbole | csv")
+    p.add_argument("--registry", action="store_true",
+                   help="serve serve_app/config.yaml's registry URIs (models:/<engine>@champion) for every role "
+                        "and the decision engine, instead of stand-ins; --artifact still overrides a role")
     p.add_argument("--artifact", action="append", default=[], metavar="ROLE=URI",
                    help="a trained engine for a role (decision=URI for the DQN policy)")
     p.add_argument("--requests", type=int, default=400, help="requests per (endpoint, concurrency) run")
@@ -121,6 +150,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--drill-seconds", type=float, default=15.0)
     p.add_argument("--kill", default="sequence", help="role whose replica the drill kills")
     p.add_argument("--roles", default=",".join(ROLES), help="retrieval roles to deploy (hop-count study)")
+    p.add_argument("--max-inflight", type=int, help="override the YAML's ingress_batch.max_inflight")
     p.add_argument("--anonymous", action="store_true", help="requests without user_id (no session lookup)")
     p.add_argument("--serve-defaults", action="store_true",
                    help="leave RAY_SERVE_THROUGHPUT_OPTIMIZED unset (Serve's default data plane)")
@@ -136,15 +166,28 @@ def main(argv: list[str] | None = None) -> dict:
     given = dict(s.split("=", 1) for s in a.artifact)
     decision = given.pop("decision", None)
     tmp = Path(tempfile.mkdtemp(prefix="rsvb"))
-    pop, ds = build_artifacts(tmp, Path(a.data))
+    pop, ds = build_artifacts(tmp, Path(a.data), a.format)
     roles = [r for r in a.roles.split(",") if r]
-    engines = {r: (given.get(r) or pop) if r in roles else None for r in ROLES}
-    stand_in = [r for r in roles if r not in given and r != "popularity"]
+    if a.registry:  # the YAML's URIs, except where --artifact overrides
+        from serve_app.run import load_config as _yaml
+
+        yaml_args = _yaml()["applications"][0]["args"]
+        engines = {r: (given.get(r) or yaml_args["engines"].get(r)) if r in roles else None for r in ROLES}
+        decision = decision or yaml_args.get("decision")
+        stand_in = []
+    else:
+        engines = {r: (given.get(r) or pop) if r in roles else None for r in ROLES}
+        stand_in = [r for r in roles if r not in given and r != "popularity"]
     rec_bodies, sim_bodies = request_bodies(ds, a.requests, anonymous=a.anonymous)
 
     ray.init(address="local", num_cpus=2, include_dashboard=False, _temp_dir=str(tmp / "ray"), logging_level="ERROR",
-             namespace="serve", _metrics_export_port=_free_port())
-    config = load_config(engines=engines, decision=decision, port=_free_port())
+             namespace="serve", _metrics_export_port=(metrics_port := _free_port()),
+             _system_config={"metrics_report_interval_ms": 1000})
+    overrides = {}
+    if a.max_inflight:
+        yaml_batch = load_config()["applications"][0]["args"].get("ingress_batch") or {}
+        overrides["ingress_batch"] = {**yaml_batch, "max_inflight": a.max_inflight}
+    config = load_config(engines=engines, decision=decision, port=_free_port(), args=overrides)
     noop = {"name": "noop", "route_prefix": "/noop", "import_path": "serve_app.app:build_noop_app",
             "deployments": [{"name": "NoOp", "max_ongoing_requests": 64, "ray_actor_options": {"num_cpus": 0}}]}
     config["applications"].append(noop)
@@ -156,10 +199,17 @@ def main(argv: list[str] | None = None) -> dict:
                                       ("recommend", base + "/recommend", rec_bodies),
                                       ("similar", base + "/similar", sim_bodies)]:
                 asyncio.run(_load(url, bodies[:20], 2))  # warm-up
+                if name == "recommend":  # let the warm-up's metrics reach the export first
+                    time.sleep(2.5)
+                before = batch_stats(metrics_port) if name == "recommend" else None
                 r = asyncio.run(_load(url, bodies, c))
+                if before is not None:  # mean /recommend batch of this run (the ingress's histogram)
+                    time.sleep(2.5)
+                    after = batch_stats(metrics_port)
+                    r["mean_batch"] = (after[1] - before[1]) / max(after[0] - before[0], 1)
                 res[(name, c)] = r
                 rows.append(f"{name:<10} {c:>3} {r['n']:>6} {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} "
-                            f"{r['rps']:>8.1f} {r['failed']:>7}")
+                            f"{r['rps']:>8.1f} {r['failed']:>7}" + (f" {r['mean_batch']:>10.2f}" if "mean_batch" in r else ""))
         drill = run_drill(base, rec_bodies, a.kill, a.drill_seconds) if a.drill_seconds > 0 else None
     finally:
         serve.shutdown()
@@ -170,7 +220,7 @@ def main(argv: list[str] | None = None) -> dict:
     engines = {r: u for r, u in engines.items() if u}
     print(f"engines: {json.dumps(engines)}; stand-in popularity for {stand_in or 'none'}; "
           f"decision: {decision or 'none (blend)'}")
-    print(f"{'endpoint':<10} {'clients':>3} {'n':>6} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} {'failed':>7}")
+    print(f"{'endpoint':<10} {'clients':>3} {'n':>6} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} {'failed':>7} {'mean batch':>10}")
     print("\n".join(rows))
     for (name, c), r in res.items():
         if r["degraded"] or r["rankers"]:

@@ -30,7 +30,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from serve_app.coalesce import Coalescer
-from serve_app.engines import EVENT_CODES, DecisionRanker, RetrievalEngine, SessionStore
+from serve_app.engines import EVENT_CODES, DecisionRanker, LocalEngine, RetrievalEngine, SessionStore
 from serve_app.schemas import (
     EventRequest, EventResponse, HealthResponse, RecommendedItem, RecommendRequest, RecommendResponse,
     SimilarItem, SimilarRequest, SimilarResponse, VersionResponse,
@@ -66,10 +66,14 @@ async def _await(resp):
 class Recommender:
     def __init__(self, retrieval: dict[str, DeploymentHandle], decision: DeploymentHandle | None,
                  sessions: DeploymentHandle, budgets_ms: dict | None = None, candidates_per_engine: int = 50,
-                 history_window: int = 200, rescue_ms: float = 2000.0, max_batch: int = 32, max_inflight: int = 2):
+                 history_window: int = 200, rescue_ms: float = 2000.0, max_batch: int = 32, max_inflight: int = 1,
+                 local: dict[str, str] | None = None, tracking_uri: str | None = None):
         from ray.util import metrics
 
-        self.retrieval = dict(retrieval)
+        # Roles hosted in this process (`in_ingress`) answer through the same call shape as handles.
+        local_engines = {r: LocalEngine(r, u, tracking_uri, history_window) for r, u in (local or {}).items()}
+        self.retrieval = {r: retrieval[r] if r in retrieval else local_engines[r]
+                          for r in ROLES if r in retrieval or r in local_engines}
         self.decision, self.sessions = decision, sessions
         self.budgets = {k: v / 1000.0 for k, v in {**DEFAULT_BUDGETS_MS, **(budgets_ms or {})}.items()}
         self.n_cand, self.history_window = candidates_per_engine, history_window
@@ -373,6 +377,8 @@ def build_app(args: dict[str, Any]) -> serve.Application:
     decision: artifact URI of the DQN policy, or null (then the union is ranked by a blend)
     budgets_ms: per-engine time budget ({role: ms}, plus decision and sessions)
     rescue_ms: when no retrieval engine answers within its budget, wait this long for the first one
+    in_ingress: retrieval roles loaded inside the ingress process instead of a deployment (default
+        none; the YAML hosts popularity there: a hop costs more than its work)
     ingress_batch: {max_batch, max_inflight} -- concurrent /recommend requests answered together
         (serve_app/coalesce.py): at most max_batch per batch, at most max_inflight batches at once
     candidates_per_engine: candidates each retrieval engine proposes (default 50)
@@ -386,7 +392,7 @@ def build_app(args: dict[str, Any]) -> serve.Application:
     if bad_batch:
         raise ValueError(f"unknown ingress_batch key(s) {bad_batch}; valid: ['max_batch', 'max_inflight']")
     known = {"engines", "decision", "budgets_ms", "candidates_per_engine", "history_window", "tracking_uri",
-             "sessions", "faults", "max_batch_size", "rescue_ms", "ingress_batch"}
+             "sessions", "faults", "max_batch_size", "rescue_ms", "ingress_batch", "in_ingress"}
     unknown = sorted(set(args) - known)
     if unknown:
         raise ValueError(f"unknown app arg(s) {unknown}; valid: {sorted(known)}")
@@ -401,11 +407,17 @@ def build_app(args: dict[str, Any]) -> serve.Application:
     if any(str(u).startswith(("models:/", "runs:/")) for u in [*engines.values(), args.get("decision")]):
         _init_tracking_store(tracking_uri)
     window = int(args.get("history_window", 200))
+    in_ingress = list(args.get("in_ingress") or [])
+    if sorted(set(in_ingress) - set(ROLES)):
+        raise ValueError(f"in_ingress: unknown role(s) {sorted(set(in_ingress) - set(ROLES))}; roles are {list(ROLES)}")
+    if any(faults.get(r) for r in in_ingress if r in engines):
+        raise ValueError("faults need an engine deployment: remove the role from in_ingress to drill it")
+    local = {role: str(uri) for role, uri in engines.items() if role in in_ingress}
     retrieval = {
         role: RetrievalEngine.options(name=role).bind(
             role, str(uri), tracking_uri=tracking_uri, history_window=window,
             max_batch_size=int(args.get("max_batch_size", 16)), **(faults.get(role) or {}))
-        for role, uri in engines.items()
+        for role, uri in engines.items() if role not in local
     }
     decision = None
     if args.get("decision"):
@@ -415,6 +427,7 @@ def build_app(args: dict[str, Any]) -> serve.Application:
     return Recommender.bind(retrieval, decision, sessions, budgets_ms=args.get("budgets_ms"),
                             candidates_per_engine=int(args.get("candidates_per_engine", 50)),
                             history_window=window, rescue_ms=float(args.get("rescue_ms", 2000)),
+                            local=local, tracking_uri=tracking_uri,
                             **{k: int(v) for k, v in (args.get("ingress_batch") or {}).items()})
 
 

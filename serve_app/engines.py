@@ -158,18 +158,13 @@ def _raw(catalog, idx: np.ndarray) -> list:
 
 
 # -- retrieval -------------------------------------------------------------------------------------------
-@serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=32)
-class RetrievalEngine:
-    """Any saved engine answering top-n candidates. Args come from the app builder (config YAML).
+class EngineServer:
+    """What a retrieval role answers, with no Serve in it: the `RetrievalEngine` deployment wraps one,
+    and a role hosted inside the ingress process (`LocalEngine`, config `in_ingress`) uses one directly.
+    A failed artifact load is kept as `load_error`: every call then raises `EngineUnavailable`."""
 
-    `fail` and `delay_ms` are fault-drill knobs (a real failing / slow replica for degradation tests
-    and drills); leave them at their defaults in production."""
-
-    def __init__(self, role: str, uri: str, tracking_uri: str | None = None, history_window: int = 200,
-                 max_batch_size: int = 16, batch_wait_timeout_s: float = 0.001, fail: bool = False,
-                 delay_ms: float = 0.0):
+    def __init__(self, role: str, uri: str, tracking_uri: str | None = None, history_window: int = 200):
         self.role, self.uri, self.history_window = role, str(uri), history_window
-        self.fail, self.delay_s = fail, delay_ms / 1000.0
         self.engine, self.load_error = None, None
         self._info = {"role": role, "uri": self.uri}
         t0 = time.perf_counter()
@@ -185,38 +180,22 @@ class RetrievalEngine:
         except Exception as e:  # stay up, answer with the reason: the ingress degrades
             self.load_error = _load_error(e, self.uri, role)
             logger.error("%s: artifact %s failed to load: %s", role, self.uri, self.load_error)
-        self._batched.set_max_batch_size(max_batch_size)
-        self._batched.set_batch_wait_timeout_s(batch_wait_timeout_s)
 
-    def info(self) -> dict:
-        status = "error" if self.load_error else ("fault-injected" if self.fail else "ok")
+    def info(self, fail: bool = False) -> dict:
+        status = "error" if self.load_error else ("fault-injected" if fail else "ok")
         return {**self._info, "status": status, **({"error": self.load_error} if self.load_error else {})}
 
-    async def _gate(self) -> None:
+    def check(self) -> None:
         if self.load_error:
             raise EngineUnavailable(f"{self.role}: artifact {self.uri} failed to load: {self.load_error}")
-        if self.fail:
-            raise EngineUnavailable(f"{self.role}: fault injected (fail=true in the config)")
-        if self.delay_s:
-            await asyncio.sleep(self.delay_s)
 
-    async def recommend(self, req: dict) -> dict:
-        """req: items, events (raw ids / codes, oldest first), user, n, filters, exclude, exclude_seen.
-        -> {"items": raw ids best first, "scores": floats, "unknown": history ids this engine lacks}"""
-        await self._gate()
-        return await self._batched(req)
-
-    async def recommend_batch(self, reqs: list[dict]) -> list[dict]:
-        """Many `recommend` requests in one call (the ingress batches concurrent requests): one
-        `engine.score` for all of them; answers in request order."""
-        await self._gate()
-        return self._answer(reqs) if reqs else []
-
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.001)
-    async def _batched(self, reqs: list[dict]) -> list[dict]:
-        return self._answer(reqs)
-
-    def _answer(self, reqs: list[dict]) -> list[dict]:
+    def answer(self, reqs: list[dict]) -> list[dict]:
+        """Top-n candidates for each request. req: items, events (raw ids / codes, oldest first), user,
+        n, filters, exclude, exclude_seen -> {"items": raw ids best first, "scores": floats,
+        "unknown": history ids this engine lacks}. One `engine.score` call for the whole list."""
+        self.check()
+        if not reqs:
+            return []
         from recdata.evaluation import HistoryBatch
 
         cat = self.engine.catalog
@@ -250,12 +229,12 @@ class RetrievalEngine:
             out.append({"items": _raw(cat, row), "scores": scores[b, row].tolist(), "unknown": unknown[b]})
         return out
 
-    async def similar(self, req: dict) -> dict:
+    def similar(self, req: dict) -> dict:
         """req: item (raw id) or text, k, filters, exclude. Engines with `similar` (the content engine:
         `similar(item_idx or text, k, category=, min_price=, max_price=, exclude=)`) answer directly;
         any other engine answers an item query from a one-item history and a text query from the best
         title match in its catalog (reported as `fallback`)."""
-        await self._gate()
+        self.check()
         cat, k = self.engine.catalog, int(req.get("k", 10))
         f = req.get("filters") or {}
         excl, _ = _known(cat, req.get("exclude"))
@@ -279,8 +258,8 @@ class RetrievalEngine:
             seed, fallback = self._title_match(str(text)), "title-match"
             if seed is None:
                 return {"items": [], "scores": [], "unknown": [], "fallback": fallback, "engine": self.engine.name}
-        res = await self._batched({"items": _raw(cat, np.array([seed])), "n": k, "filters": f,
-                                   "exclude": _raw(cat, excl), "exclude_seen": True})
+        res = self.answer([{"items": _raw(cat, np.array([seed])), "n": k, "filters": f,
+                            "exclude": _raw(cat, excl), "exclude_seen": True}])[0]
         return {"items": res["items"], "scores": res["scores"], "unknown": [], "fallback": fallback,
                 "engine": self.engine.name}
 
@@ -293,6 +272,79 @@ class RetrievalEngine:
         titles = items[col].astype("string").fillna("").str.lower()
         hits = sum(titles.str.contains(w, regex=False).to_numpy(int) for w in words)
         return int(np.argmax(hits)) if np.max(hits) > 0 else None
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=32)
+class RetrievalEngine:
+    """Any saved engine answering top-n candidates (an `EngineServer` as a deployment). Args come from
+    the app builder (config YAML).
+
+    `fail` and `delay_ms` are fault-drill knobs (a real failing / slow replica for degradation tests
+    and drills); leave them at their defaults in production."""
+
+    def __init__(self, role: str, uri: str, tracking_uri: str | None = None, history_window: int = 200,
+                 max_batch_size: int = 16, batch_wait_timeout_s: float = 0.001, fail: bool = False,
+                 delay_ms: float = 0.0):
+        self.server = EngineServer(role, uri, tracking_uri, history_window)
+        self.role, self.fail, self.delay_s = role, fail, delay_ms / 1000.0
+        self._batched.set_max_batch_size(max_batch_size)
+        self._batched.set_batch_wait_timeout_s(batch_wait_timeout_s)
+
+    def info(self) -> dict:
+        return self.server.info(fail=self.fail)
+
+    async def _gate(self) -> None:
+        self.server.check()
+        if self.fail:
+            raise EngineUnavailable(f"{self.role}: fault injected (fail=true in the config)")
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+
+    async def recommend(self, req: dict) -> dict:
+        """One request (see `EngineServer.answer`); concurrent calls are scored together (`@serve.batch`)."""
+        await self._gate()
+        return await self._batched(req)
+
+    async def recommend_batch(self, reqs: list[dict]) -> list[dict]:
+        """Many requests in one call (the ingress batches concurrent requests); answers in order."""
+        await self._gate()
+        return self.server.answer(reqs)
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.001)
+    async def _batched(self, reqs: list[dict]) -> list[dict]:
+        return self.server.answer(reqs)
+
+    async def similar(self, req: dict) -> dict:
+        await self._gate()
+        return self.server.similar(req)
+
+
+class _LocalCall:
+    def __init__(self, fn):
+        self.fn = fn
+
+    def remote(self, *args):
+        """Run now; return a finished future, so the ingress awaits (and may `cancel`) it like a
+        DeploymentResponse."""
+        fut = asyncio.get_running_loop().create_future()
+        try:
+            fut.set_result(self.fn(*args))
+        except Exception as e:
+            fut.set_exception(e)
+        return fut
+
+
+class LocalEngine:
+    """A retrieval role hosted inside the ingress process (config `in_ingress`), called with the same
+    `handle.method.remote(...)` shape as a deployment. For a cheap engine (popularity: a top-n over
+    counts) the handle hop costs far more than the work, and the last-resort fallback then answers
+    even when every engine replica is down."""
+
+    def __init__(self, role: str, uri: str, tracking_uri: str | None = None, history_window: int = 200):
+        self.server = EngineServer(role, uri, tracking_uri, history_window)
+        self.recommend_batch = _LocalCall(self.server.answer)
+        self.similar = _LocalCall(self.server.similar)
+        self.info = _LocalCall(self.server.info)
 
 
 # -- decision -------------------------------------------------------------------------------------------

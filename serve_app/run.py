@@ -50,7 +50,8 @@ def load_config(path: str | Path = CONFIG, engines: dict | None = None, decision
         from trainers import tracking
 
         a["tracking_uri"] = tracking.tracking_uri()
-    built = set(a["engines"]) | {"Recommender", "sessions"} | ({"decision"} if a.get("decision") else set())
+    hosted = set(a.get("in_ingress") or [])  # roles loaded inside the ingress have no deployment
+    built = (set(a["engines"]) - hosted) | {"Recommender", "sessions"} | ({"decision"} if a.get("decision") else set())
     app["deployments"] = [d for d in app.get("deployments", []) if d["name"] in built]
     http = config.setdefault("http_options", {})
     if host:
