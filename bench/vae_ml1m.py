@@ -6,7 +6,7 @@ EASE alike), seen items filtered. EASE's lambda and the VAE's best epoch are cho
 Part 2 (strong generalization, Liang et al. 2018): 10 % of users held out for validation and 10 %
 for test; for each, 80 % of their events are the input and the rest the targets.
 
-    PYTHONPATH=. nice -n 10 python -m bench.vae_ml1m [--epochs 30 --batch-size 100] [--data ../shared/data/ml-1m]
+    PYTHONPATH=. nice -n 10 python -m bench.vae_ml1m [--epochs 50 --batch-size 250 --lr 3e-3] [--data ../shared/data/ml-1m]
 
 Prints tables; the LAST line is one JSON object with every figure.
 """
@@ -69,6 +69,8 @@ def run_protocol(ds: PreparedDataset, cfg: VAEConfig, lambdas, label: str, log) 
         if best is None or r > best[0]:
             best = (r, lamb, ease)
     rows["ease"] = evaluate(best[2], ds, "test") | {"lambda": best[1]}
+    if best[1] in (min(lambdas), max(lambdas)):   # a handicapped EASE would flatter the VAE
+        log(f"[{label}] WARNING: EASE's best lambda {best[1]} is at the edge of the grid; widen --lambdas")
     log(f"[{label}] popularity + EASE in {time.perf_counter() - t:.0f}s")
     # VAE: validation rows tell it which epoch to keep.
     val = ds.interactions.select([VAL, VAL_FOLD_IN])
@@ -94,16 +96,18 @@ def _protocol_job(a: dict) -> dict:
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", default=str(Path("..") / "shared" / "data" / "ml-1m"))
-    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--epochs", type=int, default=50)
     ap.add_argument("--hidden", type=int, default=600)
     ap.add_argument("--latent", type=int, default=200)
-    ap.add_argument("--batch-size", type=int, default=100)
-    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--batch-size", type=int, default=250)
+    ap.add_argument("--lr", type=float, default=3e-3,
+                    help="3e-3 beat 1e-3 on ML-1M validation Recall@20 at equal epochs")
     ap.add_argument("--eval-every", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: fastest on a busy 2-core box)")
     ap.add_argument("--beta-max", type=float, default=0.2)
     ap.add_argument("--dropout", type=float, default=0.5)
-    ap.add_argument("--lambdas", default="200,500,1000")
+    ap.add_argument("--lambdas", default="50,100,200,500,1000,2000,5000",
+                    help="EASE L2 grid, chosen on validation (ML-1M's best lies inside this one)")
     ap.add_argument("--skip-strong", action="store_true", help="leave out the user-holdout protocol")
     ap.add_argument("--jobs", type=int, default=2, help="protocols run in parallel processes")
     ap.add_argument("--cache", default=os.path.join(os.environ.get("RECSYS_HOME", ".recsys"), "prepared"))
@@ -125,7 +129,7 @@ def main(argv=None) -> dict:
     print(format_table(loo, KEYS, "ML-1M leave-one-out, full ranking, seen filtered (test)"))
     out = {f"{m}_{k}": loo[m][k] for m in ("vae", "ease", "popularity") for k in KEYS}
     out = {k.replace("popularity_", "pop_"): v for k, v in out.items()}
-    out.update(ease_lambda=loo["ease"]["lambda"], vae_best_epoch=loo["vae"]["best_epoch"],
+    out.update(ease_lambda=loo["ease"]["lambda"], ease_lambda_grid=lambdas, vae_best_epoch=loo["vae"]["best_epoch"],
                vae_config={"hidden": cfg.hidden, "latent": cfg.latent, "batch_size": cfg.batch_size,
                            "lr": cfg.lr, "beta_max": cfg.beta_max, "dropout": cfg.input_dropout},
                vae_fit_s=round(loo["vae"]["fit_s"], 1), epochs=args.epochs,
@@ -139,6 +143,7 @@ def main(argv=None) -> dict:
             for k in ("recall@20", "ndcg@20", "hr@10"):
                 out[f"strong_{short}_{k}"] = strong[m][k]
         out["strong_users"] = strong["vae"]["users"]
+        out["strong_ease_lambda"] = strong["ease"]["lambda"]
         out["strong_vae_best_epoch"] = strong["vae"]["best_epoch"]
     out["load_avg_1m"] = os.getloadavg()[0]  # the machine is shared: context for the timings
     print(json.dumps({k: (round(v, 5) if isinstance(v, float) else v) for k, v in out.items()}))
