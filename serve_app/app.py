@@ -88,10 +88,19 @@ class Recommender:
         self.m_fallback = metrics.Counter("recsys_engine_fallbacks", "engine calls left out (error/timeout)",
                                           tag_keys=("engine", "reason"))
         self.m_empty = metrics.Counter("recsys_empty_results", "answers with no items", tag_keys=("endpoint",))
+        # Batching: a histogram for the dashboard (Ray approximates its sum from bucket midpoints), and
+        # exact counters of batches and the requests in them (their ratio is the mean batch).
         self.m_batch = metrics.Histogram("recsys_recommend_batch_size", "/recommend requests answered together",
                                          boundaries=[1, 2, 4, 8, 16, 32, 64])
+        self.m_batches = metrics.Counter("recsys_recommend_batches", "batches of /recommend requests")
+        self.m_batched = metrics.Counter("recsys_recommend_batched_requests", "/recommend requests in those batches")
         self.batcher = Coalescer(self._recommend_many, max_batch=max_batch, max_inflight=max_inflight)
-        self.batcher.on_batch = self.m_batch.observe
+        self.batcher.on_batch = self._count_batch
+
+    def _count_batch(self, size: int) -> None:
+        self.m_batch.observe(size)
+        self.m_batches.inc()
+        self.m_batched.inc(size)
 
     # -- plumbing ------------------------------------------------------------------------------------------
     async def _call(self, name: str, resp, budget_key: str | None = None):
