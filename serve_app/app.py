@@ -74,6 +74,7 @@ class Recommender:
         local_engines = {r: LocalEngine(r, u, tracking_uri, history_window) for r, u in (local or {}).items()}
         self.retrieval = {r: retrieval[r] if r in retrieval else local_engines[r]
                           for r in ROLES if r in retrieval or r in local_engines}
+        self.local_roles = set(local_engines) - set(retrieval)
         self.decision, self.sessions = decision, sessions
         self.budgets = {k: v / 1000.0 for k, v in {**DEFAULT_BUDGETS_MS, **(budgets_ms or {})}.items()}
         self.n_cand, self.history_window = candidates_per_engine, history_window
@@ -145,8 +146,11 @@ class Recommender:
         for n, t in tasks.items():
             if t.done():
                 finish.setdefault(n, now)
-        late_ok = not any(good(n) and finish[n] - t0 <= budget[n] for n in tasks)
-        while late_ok and not any(good(n) for n in tasks):
+        # In-ingress engines (popularity) always answer at once; they must not stop the rescue of
+        # the real engines, or an overloaded host would answer from popularity alone.
+        remote = [n for n in tasks if n not in self.local_roles] or list(tasks)
+        late_ok = not any(good(n) and finish[n] - t0 <= budget[n] for n in remote)
+        while late_ok and not any(good(n) for n in remote):
             pending = [t for t in tasks.values() if not t.done()]
             left = self.rescue_s - (time.perf_counter() - t0)
             if not pending or left <= 0:

@@ -83,6 +83,10 @@ def serve_and_ask(outputs: dict, data: Path, dashboard_url: str | None, keep_ser
     decision = outputs.get("dqn", {}).get("artifact")
     config = load_config(engines={r: None for r in missing} | engines, decision=decision)
     url = deploy(config)
+    # Readiness: /healthz calls every engine once, so the sample request does not pay for the
+    # handles' first connection (which can overrun the engines' time budgets on a loaded laptop).
+    health = httpx.get(f"{url}/healthz", timeout=60)
+    print(f"\n[demo] GET /healthz -> {health.status_code} {health.json()}")
     log = pd.read_csv(data, usecols=["user_id", "product_id", "event_type"])
     user = log["user_id"].value_counts().index[len(log["user_id"].unique()) // 2]
     history = log.loc[log["user_id"] == user, "product_id"].drop_duplicates().tail(5).tolist()
