@@ -318,11 +318,9 @@ def test_concurrent_requests_answered_together_get_their_own_answers(served, cli
     assert requests >= len(bodies) and batches < requests, (batches, requests)
 
 
+
 def _batch_histogram(served) -> tuple[float, float]:
     """(batches, requests in them) of the ingress's batch counters on Ray's Prometheus export."""
-    text = httpx.get(f"http://127.0.0.1:{served['metrics_port']}/metrics", timeout=5).text
-    def total(name):
-        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                   if not line.startswith("#") and line.split("{")[0].split(" ")[0].endswith(name))
+    from bench.serve_load import batch_stats
 
-    return total("recsys_recommend_batches_total"), total("recsys_recommend_batched_requests_total")
+    return batch_stats(served["metrics_port"])
