@@ -49,6 +49,10 @@ class SasrecConfig:
     """Pre-LayerNorm blocks (stable at higher learning rates); False = post-LN (original Transformer)."""
     weight_decay: float = 0.0
     """AdamW weight decay (0 = plain Adam)."""
+    ema_decay: float = 0.0
+    """Keep an exponential moving average of the weights, updated every step with this decay (0 = off;
+    0.998 averages the last ~500 steps). Validation scores both the raw and the averaged weights and
+    keeps whichever is better: averaging cancels the step-to-step noise of a constant learning rate."""
     jit_compile: bool = True
     """Compile the train step with XLA."""
     seed: int = 42
@@ -69,5 +73,7 @@ class SasrecConfig:
             raise ValueError(f"train_windows={self.train_windows!r} must be 'last' or 'all'")
         if self.loss == "sampled" and self.negatives < 1:
             raise ValueError("loss='sampled' needs negatives >= 1")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay={self.ema_decay} must be in [0, 1); 0 turns the average off")
         if self.lr <= 0:
             raise ValueError(f"lr={self.lr} must be > 0")

@@ -85,6 +85,7 @@ class SasrecEngine(Engine):
             opt = (keras.optimizers.AdamW(c.lr, weight_decay=c.weight_decay) if c.weight_decay
                    else keras.optimizers.Adam(c.lr))
             opt.build(net.trainable_variables)
+            average = WeightAverage(net.trainable_variables, c.ema_decay) if c.ema_decay else None
         val_hist = self._val_histories(indptr, items, events, val) if val is not None else None
 
         replicas = getattr(strategy, "num_replicas_in_sync", 1)
@@ -130,12 +131,23 @@ class SasrecEngine(Engine):
                 step_no += 1
                 x, e, y = (tf.constant(a[rows, -width:]) for a in (inp, ev, tgt))
                 loss = train_step(x, e, y, tf.constant([c.seed, step_no], tf.int32), denom)
+                if average is not None:
+                    average.update()
                 total, n = total + float(loss) * denom.numpy() / max((y.numpy() > 0).sum(), 1), n + 1
             rec = {"epoch": epoch, "loss": total / max(n, 1), "epoch_seconds": time.perf_counter() - t0}
             if val_hist is not None and (epoch % c.eval_every == 0 or epoch == c.epochs):
-                rec.update({f"val_{k}": v for k, v in self._evaluate(*val_hist).items()})
+                val, weights = self._evaluate(*val_hist), None
+                if average is not None:
+                    # Validate the averaged weights too; `val_*` are the metrics of the better one.
+                    rec.update({"val_raw_ndcg@10": val["ndcg@10"], "val_weights": "raw"})
+                    with average.applied():
+                        val_avg = self._evaluate(*val_hist)
+                        rec["val_ema_ndcg@10"] = val_avg["ndcg@10"]
+                        if val_avg["ndcg@10"] > val["ndcg@10"]:
+                            val, weights, rec["val_weights"] = val_avg, net.get_weights(), "ema"
+                rec.update({f"val_{k}": v for k, v in val.items()})
                 if rec["val_ndcg@10"] > best:
-                    best, best_weights, bad_checks = rec["val_ndcg@10"], net.get_weights(), 0
+                    best, best_weights, bad_checks = rec["val_ndcg@10"], weights or net.get_weights(), 0
                 else:
                     bad_checks += 1
             self.history.append(rec)
@@ -179,6 +191,37 @@ class SasrecEngine(Engine):
         self.history = json.loads(hist.read_text()) if hist.exists() else []
         vals = [r["val_ndcg@10"] for r in self.history if "val_ndcg@10" in r]
         self.best_val_ndcg = max(vals) if vals else None
+
+
+class WeightAverage:
+    """Exponential moving average of trainable weights (Polyak averaging): after every step
+    `shadow = decay * shadow + (1 - decay) * weights`. Training goes on with the raw weights; the
+    average is swapped in only to be validated (and kept, when it validates better)."""
+
+    def __init__(self, variables, decay: float):
+        self.variables, self.decay = list(variables), decay
+        self.shadow = [tf.Variable(v, trainable=False, name="ema_" + v.name.replace("/", "_").replace(":", "_"))
+                       for v in self.variables]
+        self._update = tf.function(self._update_fn)
+
+    def _update_fn(self):
+        for s, v in zip(self.shadow, self.variables):
+            s.assign(self.decay * s + (1.0 - self.decay) * tf.convert_to_tensor(v))
+
+    def update(self) -> None:
+        self._update()
+
+    @contextlib.contextmanager
+    def applied(self):
+        """Inside the block the model holds the averaged weights; the raw ones come back after it."""
+        raw = [v.numpy() for v in self.variables]
+        for s, v in zip(self.shadow, self.variables):
+            v.assign(s.numpy())
+        try:
+            yield
+        finally:
+            for v, r in zip(self.variables, raw):
+                v.assign(r)
 
 
 def length_buckets(lengths: np.ndarray, batch: int, max_len: int, rng: np.random.Generator,
