@@ -176,3 +176,33 @@ def test_tune_hook_pauses_training_at_each_reported_epoch(data, tmp_path):
         np.testing.assert_array_equal(before, engine.score(batch))  # no step ran meanwhile
         seen.append((epoch, metrics["val_ndcg@10"]))
     assert [e for e, _ in seen] == [1, 2, 3] and all(0 <= v <= 1 for _, v in seen)
+
+
+def test_weight_average_tracks_the_ema_and_swaps_back():
+    from models.sasrec.engine import WeightAverage
+
+    v = tf.Variable([0.0, 0.0])
+    avg = WeightAverage([v], decay=0.5)
+    expected = np.zeros(2)
+    for value in ([4.0, 8.0], [0.0, 4.0], [2.0, 2.0]):
+        v.assign(value)
+        avg.update()
+        expected = 0.5 * expected + 0.5 * np.asarray(value)
+    np.testing.assert_allclose(avg.shadow[0].numpy(), expected)      # [1.5, 3.0]
+    with avg.applied():
+        np.testing.assert_allclose(v.numpy(), expected)
+    np.testing.assert_allclose(v.numpy(), [2.0, 2.0])                # raw weights back after the block
+
+
+def test_ema_validation_keeps_the_better_of_raw_and_averaged(data):
+    eng = SasrecEngine(tiny_config(ema_decay=0.9, epochs=3), data.catalog).fit(data.train, data.interactions.select(VAL))
+    for rec in eng.history:
+        assert rec["val_ndcg@10"] == max(rec["val_raw_ndcg@10"], rec["val_ema_ndcg@10"])
+        assert rec["val_weights"] == ("ema" if rec["val_ema_ndcg@10"] > rec["val_raw_ndcg@10"] else "raw")
+    assert eng.best_val_ndcg == max(r["val_ndcg@10"] for r in eng.history)
+    # The kept weights are the ones that validated best: re-validating them gives that figure.
+    indptr, items, events = data.train.sequences()
+    again = eng._evaluate(*eng._val_histories(indptr, items, events, data.interactions.select(VAL)))
+    assert again["ndcg@10"] == pytest.approx(eng.best_val_ndcg, abs=1e-9)
+    with pytest.raises(ValueError, match="ema_decay"):
+        SasrecConfig(ema_decay=1.0)
