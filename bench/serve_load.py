@@ -152,6 +152,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--kill", default="sequence", help="role whose replica the drill kills")
     p.add_argument("--roles", default=",".join(ROLES), help="retrieval roles to deploy (hop-count study)")
     p.add_argument("--max-inflight", type=int, help="override the YAML's ingress_batch.max_inflight")
+    p.add_argument("--linger-ms", type=float, help="override the YAML's ingress_batch.linger_ms")
     p.add_argument("--anonymous", action="store_true", help="requests without user_id (no session lookup)")
     p.add_argument("--serve-defaults", action="store_true",
                    help="leave RAY_SERVE_THROUGHPUT_OPTIMIZED unset (Serve's default data plane)")
@@ -185,9 +186,10 @@ def main(argv: list[str] | None = None) -> dict:
              namespace="serve", _metrics_export_port=(metrics_port := _free_port()),
              _system_config={"metrics_report_interval_ms": 1000})
     overrides = {}
-    if a.max_inflight:
+    if a.max_inflight or a.linger_ms is not None:
         yaml_batch = load_config()["applications"][0]["args"].get("ingress_batch") or {}
-        overrides["ingress_batch"] = {**yaml_batch, "max_inflight": a.max_inflight}
+        overrides["ingress_batch"] = {**yaml_batch, **({"max_inflight": a.max_inflight} if a.max_inflight else {}),
+                                      **({"linger_ms": a.linger_ms} if a.linger_ms is not None else {})}
     config = load_config(engines=engines, decision=decision, port=_free_port(), args=overrides)
     noop = {"name": "noop", "route_prefix": "/noop", "import_path": "serve_app.app:build_noop_app",
             "deployments": [{"name": "NoOp", "max_ongoing_requests": 64, "ray_actor_options": {"num_cpus": 0}}]}

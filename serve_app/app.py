@@ -66,7 +66,7 @@ async def _await(resp):
 class Recommender:
     def __init__(self, retrieval: dict[str, DeploymentHandle], decision: DeploymentHandle | None,
                  sessions: DeploymentHandle, budgets_ms: dict | None = None, candidates_per_engine: int = 50,
-                 history_window: int = 200, rescue_ms: float = 2000.0, max_batch: int = 32, max_inflight: int = 1,
+                 history_window: int = 200, rescue_ms: float = 2000.0, max_batch: int = 32, max_inflight: int = 1, linger_ms: float = 0.0,
                  local: dict[str, str] | None = None, tracking_uri: str | None = None):
         from ray.util import metrics
 
@@ -95,7 +95,7 @@ class Recommender:
                                          boundaries=[1, 2, 4, 8, 16, 32, 64])
         self.m_batches = metrics.Counter("recsys_recommend_batches", "batches of /recommend requests")
         self.m_batched = metrics.Counter("recsys_recommend_batched_requests", "/recommend requests in those batches")
-        self.batcher = Coalescer(self._recommend_many, max_batch=max_batch, max_inflight=max_inflight)
+        self.batcher = Coalescer(self._recommend_many, max_batch=max_batch, max_inflight=max_inflight, linger_ms=linger_ms)
         self.batcher.on_batch = self._count_batch
 
     def _count_batch(self, size: int) -> None:
@@ -392,8 +392,9 @@ def build_app(args: dict[str, Any]) -> serve.Application:
     rescue_ms: when no retrieval engine answers within its budget, wait this long for the first one
     in_ingress: retrieval roles loaded inside the ingress process instead of a deployment (default
         none; the YAML hosts popularity there: a hop costs more than its work)
-    ingress_batch: {max_batch, max_inflight} -- concurrent /recommend requests answered together
-        (serve_app/coalesce.py): at most max_batch per batch, at most max_inflight batches at once
+    ingress_batch: {max_batch, max_inflight, linger_ms} -- concurrent /recommend requests answered together
+        (serve_app/coalesce.py): at most max_batch per batch, at most max_inflight batches at once; under
+        load a batch waits up to linger_ms for more requests
     candidates_per_engine: candidates each retrieval engine proposes (default 50)
     history_window: newest history items scored (default 200)
     tracking_uri: MLflow store for `models:/` URIs (default: $MLFLOW_TRACKING_URI or $RECSYS_HOME's sqlite)
@@ -401,9 +402,9 @@ def build_app(args: dict[str, Any]) -> serve.Application:
     faults: {role: {fail: bool, delay_ms: float}} -- drills and tests only
     """
     args = dict(args or {})
-    bad_batch = sorted(set(args.get("ingress_batch") or {}) - {"max_batch", "max_inflight"})
+    bad_batch = sorted(set(args.get("ingress_batch") or {}) - {"max_batch", "max_inflight", "linger_ms"})
     if bad_batch:
-        raise ValueError(f"unknown ingress_batch key(s) {bad_batch}; valid: ['max_batch', 'max_inflight']")
+        raise ValueError(f"unknown ingress_batch key(s) {bad_batch}; valid: ['max_batch', 'max_inflight', 'linger_ms']")
     known = {"engines", "decision", "budgets_ms", "candidates_per_engine", "history_window", "tracking_uri",
              "sessions", "faults", "max_batch_size", "rescue_ms", "ingress_batch", "in_ingress"}
     unknown = sorted(set(args) - known)
@@ -441,7 +442,8 @@ def build_app(args: dict[str, Any]) -> serve.Application:
                             candidates_per_engine=int(args.get("candidates_per_engine", 50)),
                             history_window=window, rescue_ms=float(args.get("rescue_ms", 2000)),
                             local=local, tracking_uri=tracking_uri,
-                            **{k: int(v) for k, v in (args.get("ingress_batch") or {}).items()})
+                            **{k: (float(v) if k == "linger_ms" else int(v))
+                               for k, v in (args.get("ingress_batch") or {}).items()})
 
 
 noop_api = FastAPI(title="recsys no-op floor")

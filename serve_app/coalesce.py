@@ -7,6 +7,11 @@ batches are running -- so a lone request is never held back -- and requests that
 engines are busy wait and leave together as the next batch, so batches grow exactly as fast as load
 does (Clipper's adaptive batching; TF-Serving's batcher with an in-flight limit).
 
+Under load, a batch can also wait `linger_ms` for company once a slot is free: every hop costs
+the same CPU whatever it carries, so on a saturated host bigger batches buy throughput. It lingers
+only while the previous batch held more than one request (there is concurrency to wait for), so a
+lone client is still never held back.
+
 Why not `@serve.batch` here: it waits a fixed `batch_wait_timeout_s` for company (added latency at
 low load), and the batches it forms while the previous one runs do not grow: they queue behind its
 `max_concurrent_batches` semaphore at the size the wait window gave them. The engine replicas still
@@ -22,25 +27,51 @@ class Coalescer:
     """`await submit(x)` -> `fn([... x ...])[i]`. `fn` takes a list and returns a list of the same
     length (one result per input, in order); if it raises, every caller of that batch gets the error."""
 
-    def __init__(self, fn: Callable[[list], Awaitable[Sequence[Any]]], max_batch: int = 32, max_inflight: int = 2):
+    def __init__(self, fn: Callable[[list], Awaitable[Sequence[Any]]], max_batch: int = 32, max_inflight: int = 2,
+                 linger_ms: float = 0.0):
         if max_batch < 1 or max_inflight < 1:
             raise ValueError(f"max_batch ({max_batch}) and max_inflight ({max_inflight}) must be >= 1")
+        if linger_ms < 0:
+            raise ValueError(f"linger_ms ({linger_ms}) must be >= 0")
         self.fn, self.max_batch, self.max_inflight = fn, max_batch, max_inflight
+        self.linger_s = linger_ms / 1000.0
         self.pending: list[tuple[Any, asyncio.Future]] = []
+        self.oldest = 0.0          # arrival time (loop clock) of the oldest pending request
+        self._timer: asyncio.TimerHandle | None = None
         self.inflight = 0
         self.batch_sizes: list[int] = []  # the last 1,000, for tests and the metrics hook
         self.on_batch: Callable[[int], None] | None = None
 
     async def submit(self, item: Any) -> Any:
-        fut = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        if not self.pending:
+            self.oldest = loop.time()
         self.pending.append((item, fut))
         self._dispatch()
         return await fut
 
+    def _lingering(self) -> bool:
+        """True (and a wake-up is set) while the next batch should wait for more requests."""
+        if not self.linger_s or len(self.pending) >= self.max_batch or not self.batch_sizes or self.batch_sizes[-1] < 2:
+            return False
+        loop = asyncio.get_running_loop()
+        wait = self.oldest + self.linger_s - loop.time()
+        if wait <= 0:
+            return False
+        if self._timer is None:
+            self._timer = loop.call_later(wait, self._wake)
+        return True
+
+    def _wake(self) -> None:
+        self._timer = None
+        self._dispatch()
+
     def _dispatch(self) -> None:
-        while self.pending and self.inflight < self.max_inflight:
+        while self.pending and self.inflight < self.max_inflight and not self._lingering():
             batch = [(x, f) for x, f in self.pending[: self.max_batch] if not f.cancelled()]
             del self.pending[: self.max_batch]
+            self.oldest = asyncio.get_running_loop().time()  # the rest arrived later; close enough
             if not batch:
                 continue
             self.inflight += 1

@@ -94,3 +94,43 @@ def test_wrong_result_count_is_an_error_not_a_hang():
 def test_bad_limits_fail():
     with pytest.raises(ValueError, match="max_batch"):
         Coalescer(lambda xs: xs, max_batch=0)
+
+
+def test_under_load_a_batch_lingers_for_company_but_a_lone_call_does_not():
+    calls = []
+
+    async def fn(xs):
+        calls.append(list(xs))
+        await asyncio.sleep(0.005)
+        return xs
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        c = Coalescer(fn, max_batch=3, max_inflight=1, linger_ms=200)
+        t0 = loop.time()
+        await c.submit("alone")                      # previous batch: none -> no linger
+        assert loop.time() - t0 < 0.1
+        await asyncio.gather(c.submit("a"), c.submit("b"))  # "a" alone, then "b" (after it) alone
+        two = [asyncio.ensure_future(c.submit(x)) for x in ("c", "d")]
+        await asyncio.sleep(0)
+        await asyncio.gather(*two)
+        calls.clear()
+        c.batch_sizes.append(2)                      # as if the last batch held two: there is load
+        t0 = loop.time()
+        late = asyncio.ensure_future(c.submit("e"))
+        await asyncio.sleep(0.05)
+        assert calls == []                           # waiting for company, within linger_ms
+        more = [asyncio.ensure_future(c.submit(x)) for x in ("f", "g")]
+        await asyncio.gather(late, *more)
+        assert calls == [["e", "f", "g"]]            # max_batch reached: it leaves at once
+        assert loop.time() - t0 < 0.15
+        t0 = loop.time()
+        await c.submit("h")                          # last batch was 3: lingers, alone, until the deadline
+        assert 0.18 <= loop.time() - t0 < 0.5
+        t0 = loop.time()
+        await c.submit("i")                          # last batch was 1: no concurrency, no wait
+        assert loop.time() - t0 < 0.1
+
+    _run(main())
+    with pytest.raises(ValueError, match="linger_ms"):
+        Coalescer(lambda xs: xs, linger_ms=-1)
