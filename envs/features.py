@@ -99,7 +99,8 @@ def build_candidate_features(
     has_price = ~np.isnan(prices)
     feats[:, 4] = np.where(has_price, np.log1p(np.maximum(np.nan_to_num(prices), 0.0)), 0.0)
     if not _is_missing(last_category):
-        feats[:, 5] = np.array([(not _is_missing(c)) and c == last_category for c in categories], np.float32)
+        # Elementwise on the object array (no per-candidate Python): None / NaN never equal a category.
+        feats[:, 5] = (categories == last_category).astype(np.float32)
     feats[:, 6] = scored / len(ENGINES)
     feats[:, 7] = has_price
     return feats
