@@ -37,6 +37,7 @@ class Coalescer:
         self.linger_s = linger_ms / 1000.0
         self.pending: list[tuple[Any, asyncio.Future]] = []
         self.oldest = 0.0          # arrival time (loop clock) of the oldest pending request
+        self.freed = 0.0           # when a batch slot last came free
         self._timer: asyncio.TimerHandle | None = None
         self.inflight = 0
         self.batch_sizes: list[int] = []  # the last 1,000, for tests and the metrics hook
@@ -56,7 +57,9 @@ class Coalescer:
         if not self.linger_s or len(self.pending) >= self.max_batch or not self.batch_sizes or self.batch_sizes[-1] < 2:
             return False
         loop = asyncio.get_running_loop()
-        wait = self.oldest + self.linger_s - loop.time()
+        # The wait counts from when the request could first have left: its arrival, or the moment a slot
+        # came free if it arrived while the batches in flight filled every slot.
+        wait = max(self.oldest, self.freed) + self.linger_s - loop.time()
         if wait <= 0:
             return False
         if self._timer is None:
@@ -96,4 +99,5 @@ class Coalescer:
                 raise
         finally:
             self.inflight -= 1
+            self.freed = asyncio.get_running_loop().time()
             self._dispatch()

@@ -130,6 +130,27 @@ def test_under_load_a_batch_lingers_for_company_but_a_lone_call_does_not():
         t0 = loop.time()
         await c.submit("i")                          # last batch was 1: no concurrency, no wait
         assert loop.time() - t0 < 0.1
+        # Requests that queued behind a running batch still linger once its slot comes free.
+        c.batch_sizes.append(2)
+        slow = asyncio.Event()
+
+        async def held(xs):
+            calls.append(list(xs))
+            await slow.wait()
+            return xs
+        c.fn = held
+        calls.clear()
+        busy = [asyncio.ensure_future(c.submit(x)) for x in ("j", "k", "l")]   # a full batch: leaves at once
+        await asyncio.sleep(0)
+        queued = asyncio.ensure_future(c.submit("m"))
+        await asyncio.sleep(0.3)                     # m waits for the slot, longer than linger_ms
+        c.fn = fn
+        slow.set()
+        await asyncio.gather(*busy)
+        await asyncio.sleep(0.05)
+        assert calls == [["j", "k", "l"]]            # the slot is free, but m lingers for company
+        await asyncio.gather(queued, c.submit("n"), c.submit("o"))
+        assert calls == [["j", "k", "l"], ["m", "n", "o"]]
 
     _run(main())
     with pytest.raises(ValueError, match="linger_ms"):
