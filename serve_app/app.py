@@ -40,6 +40,7 @@ logger = logging.getLogger("ray.serve")
 ROLES = ("sequence", "discovery", "similarity", "popularity")
 DEFAULT_BUDGETS_MS = {"sequence": 150, "discovery": 150, "similarity": 150, "popularity": 100,
                       "decision": 100, "sessions": 100}
+INGRESS_BATCH_KEYS = {"max_batch": int, "max_inflight": int, "linger_ms": float}  # config key -> type
 RRF_K = 60  # reciprocal-rank fusion constant (Cormack et al. 2009) for the blended fallback ranking
 
 
@@ -66,7 +67,8 @@ async def _await(resp):
 class Recommender:
     def __init__(self, retrieval: dict[str, DeploymentHandle], decision: DeploymentHandle | None,
                  sessions: DeploymentHandle, budgets_ms: dict | None = None, candidates_per_engine: int = 50,
-                 history_window: int = 200, rescue_ms: float = 2000.0, max_batch: int = 32, max_inflight: int = 1, linger_ms: float = 0.0,
+                 history_window: int = 200, rescue_ms: float = 2000.0, max_batch: int = 32, max_inflight: int = 1,
+                 linger_ms: float = 0.0,
                  local: dict[str, str] | None = None, tracking_uri: str | None = None):
         from ray.util import metrics
 
@@ -402,9 +404,9 @@ def build_app(args: dict[str, Any]) -> serve.Application:
     faults: {role: {fail: bool, delay_ms: float}} -- drills and tests only
     """
     args = dict(args or {})
-    bad_batch = sorted(set(args.get("ingress_batch") or {}) - {"max_batch", "max_inflight", "linger_ms"})
+    bad_batch = sorted(set(args.get("ingress_batch") or {}) - set(INGRESS_BATCH_KEYS))
     if bad_batch:
-        raise ValueError(f"unknown ingress_batch key(s) {bad_batch}; valid: ['max_batch', 'max_inflight', 'linger_ms']")
+        raise ValueError(f"unknown ingress_batch key(s) {bad_batch}; valid: {list(INGRESS_BATCH_KEYS)}")
     known = {"engines", "decision", "budgets_ms", "candidates_per_engine", "history_window", "tracking_uri",
              "sessions", "faults", "max_batch_size", "rescue_ms", "ingress_batch", "in_ingress"}
     unknown = sorted(set(args) - known)
@@ -442,8 +444,7 @@ def build_app(args: dict[str, Any]) -> serve.Application:
                             candidates_per_engine=int(args.get("candidates_per_engine", 50)),
                             history_window=window, rescue_ms=float(args.get("rescue_ms", 2000)),
                             local=local, tracking_uri=tracking_uri,
-                            **{k: (float(v) if k == "linger_ms" else int(v))
-                               for k, v in (args.get("ingress_batch") or {}).items()})
+                            **{k: INGRESS_BATCH_KEYS[k](v) for k, v in (args.get("ingress_batch") or {}).items()})
 
 
 noop_api = FastAPI(title="recsys no-op floor")

@@ -216,7 +216,7 @@ class WeightAverage:
         """Inside the block the model holds the averaged weights; the raw ones come back after it."""
         raw = [v.numpy() for v in self.variables]
         for s, v in zip(self.shadow, self.variables):
-            v.assign(s.numpy())
+            v.assign(s)
         try:
             yield
         finally:
