@@ -52,6 +52,8 @@ def main(argv=None) -> dict:
     p.add_argument("--config", default="models/sasrec/sasrec_ml1m.yaml")
     p.add_argument("--epochs", type=int, help="override the config's epoch cap")
     p.add_argument("--max-train-minutes", type=float, help="override the config's wall-clock budget")
+    p.add_argument("--lr", type=float, help="override the config's learning rate (with --continue-from: "
+                   "the continued run's starting lr)")
     p.add_argument("--artifact", help="evaluate this saved artifact instead of training")
     p.add_argument("--continue-from", help="continue training this saved artifact (its epochs and "
                    "train_seconds count toward the reported totals)")
@@ -69,13 +71,17 @@ def main(argv=None) -> dict:
         folder = Path(args.artifact)
         export_tflite(engine, folder / TFLITE_FILE)  # re-export: the TFLite always matches this code
     else:
-        cfg = load_config(SasrecConfig, args.config, epochs=args.epochs, max_train_minutes=args.max_train_minutes)
+        cfg = load_config(SasrecConfig, args.config, epochs=args.epochs, max_train_minutes=args.max_train_minutes,
+                          lr=args.lr)
         print(f"config: {cfg}", flush=True)
         engine = SasrecEngine(cfg, ds.catalog)
         before = 0.0
         if args.continue_from:
             engine = SasrecEngine.load(args.continue_from)
-            engine.config = dataclasses.replace(engine.config, epochs=cfg.epochs, max_train_minutes=cfg.max_train_minutes)
+            # The artifact fixes the network; the training schedule comes from this run's config.
+            schedule = ("epochs", "max_train_minutes", "lr", "lr_decay_factor", "lr_decay_patience", "patience",
+                        "ema_decay")
+            engine.config = dataclasses.replace(engine.config, **{k: getattr(cfg, k) for k in schedule})
             before = float(engine.history[-1].get("train_seconds", 0.0)) if engine.history else 0.0
             print(f"continuing {args.continue_from} after {len(engine.history)} epochs, {before:.0f}s", flush=True)
         t0 = time.perf_counter() - before

@@ -53,6 +53,12 @@ class SasrecConfig:
     """Keep an exponential moving average of the weights, updated every step with this decay (0 = off;
     0.998 averages the last ~500 steps). Validation scores both the raw and the averaged weights and
     keeps whichever is better: averaging cancels the step-to-step noise of a constant learning rate."""
+    lr_decay_factor: float = 1.0
+    """Multiply the learning rate by this after `lr_decay_patience` validation checks without a
+    better val NDCG@10 (1.0 = constant lr). A constant lr plateaus while the loss still falls: the
+    step noise, not the model, limits it then, and a smaller step settles into a better minimum."""
+    lr_decay_patience: int = 3
+    """Checks without improvement before the learning rate is decayed (each decay restarts the count)."""
     jit_compile: bool = True
     """Compile the train step with XLA."""
     seed: int = 42
@@ -75,5 +81,9 @@ class SasrecConfig:
             raise ValueError("loss='sampled' needs negatives >= 1")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay={self.ema_decay} must be in [0, 1); 0 turns the average off")
+        if not 0.0 < self.lr_decay_factor <= 1.0:
+            raise ValueError(f"lr_decay_factor={self.lr_decay_factor} must be in (0, 1]; 1.0 keeps the lr constant")
+        if not isinstance(self.lr_decay_patience, int) or self.lr_decay_patience < 1:
+            raise ValueError(f"lr_decay_patience={self.lr_decay_patience!r} must be a positive integer")
         if self.lr <= 0:
             raise ValueError(f"lr={self.lr} must be > 0")

@@ -118,7 +118,7 @@ class SasrecEngine(Engine):
         denom = tf.constant(float(c.batch * lengths.mean()))
         rng = np.random.default_rng(c.seed)
 
-        best, best_weights, bad_checks, step_no = -1.0, None, 0, 0
+        best, best_weights, bad_checks, since_decay, step_no = -1.0, None, 0, 0, 0
         started = time.perf_counter()
         done = len(self.history) if warm_start else 0
         if warm_start and self.history:
@@ -134,7 +134,8 @@ class SasrecEngine(Engine):
                 if average is not None:
                     average.update()
                 total, n = total + float(loss) * denom.numpy() / max((y.numpy() > 0).sum(), 1), n + 1
-            rec = {"epoch": epoch, "loss": total / max(n, 1), "epoch_seconds": time.perf_counter() - t0}
+            rec = {"epoch": epoch, "loss": total / max(n, 1), "epoch_seconds": time.perf_counter() - t0,
+                   "lr": float(opt.learning_rate)}
             if val_hist is not None and (epoch % c.eval_every == 0 or epoch == c.epochs):
                 val, weights = self._evaluate(*val_hist), None
                 if average is not None:
@@ -147,9 +148,12 @@ class SasrecEngine(Engine):
                             val, weights, rec["val_weights"] = val_avg, net.get_weights(), "ema"
                 rec.update({f"val_{k}": v for k, v in val.items()})
                 if rec["val_ndcg@10"] > best:
-                    best, best_weights, bad_checks = rec["val_ndcg@10"], weights or net.get_weights(), 0
+                    best, best_weights, bad_checks, since_decay = rec["val_ndcg@10"], weights or net.get_weights(), 0, 0
                 else:
-                    bad_checks += 1
+                    bad_checks, since_decay = bad_checks + 1, since_decay + 1
+                if c.lr_decay_factor < 1.0 and since_decay >= c.lr_decay_patience:
+                    opt.learning_rate.assign(float(opt.learning_rate) * c.lr_decay_factor)
+                    since_decay = 0
             self.history.append(rec)
             if on_epoch is not None:
                 on_epoch(epoch, rec)

@@ -206,3 +206,15 @@ def test_ema_validation_keeps_the_better_of_raw_and_averaged(data):
     assert again["ndcg@10"] == pytest.approx(eng.best_val_ndcg, abs=1e-9)
     with pytest.raises(ValueError, match="ema_decay"):
         SasrecConfig(ema_decay=1.0)
+
+
+def test_lr_decays_after_validations_without_improvement(data):
+    # An lr of 1e-12 moves no float32 weight, so every validation after the first ties (no improvement).
+    cfg = tiny_config(lr=1e-12, epochs=6, lr_decay_factor=0.5, lr_decay_patience=2)
+    eng = SasrecEngine(cfg, data.catalog).fit(data.train, data.interactions.select(VAL))
+    assert [r["lr"] / 1e-12 for r in eng.history] == pytest.approx([1, 1, 1, 0.5, 0.5, 0.25])
+    constant = SasrecEngine(tiny_config(lr=1e-12, epochs=3), data.catalog).fit(data.train, data.interactions.select(VAL))
+    assert [r["lr"] for r in constant.history] == pytest.approx([1e-12] * 3)
+    for bad in ({"lr_decay_factor": 0.0}, {"lr_decay_factor": 1.5}, {"lr_decay_patience": 0}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            SasrecConfig(**bad)
