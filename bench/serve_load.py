@@ -94,6 +94,51 @@ async def _load(url: str, bodies: list[dict], concurrency: int, duration_s: floa
             "rankers": rankers}
 
 
+def busy_cpu_seconds() -> float | None:
+    """Machine-wide CPU time spent busy (user+nice+system+irq+softirq), from /proc/stat; None off Linux.
+    Idle, iowait and steal (time a noisy neighbour took) are left out, so the CPU cost per request
+    holds steadier than throughput on a shared host."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq = (int(x) for x in fields[:7])
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu_seconds() -> dict[str, float]:
+    """CPU seconds used so far per process group (Serve replicas by deployment, the proxy, Ray's own
+    daemons, this load generator), from /proc; {} off Linux. Dead processes drop out, so take deltas."""
+    out: dict[str, float] = {}
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            raw = stat.read_text()
+            cmd = (stat.parent / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+        except OSError:
+            continue
+        fields = raw.rsplit(")", 1)[1].split()
+        seconds = (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+        if cmd.startswith("ray::ServeReplica:"):
+            name = "replica " + cmd.split(":")[-1]
+        elif cmd.startswith("ray::"):
+            name = cmd.split()[0].removeprefix("ray::")
+        elif int(stat.parent.name) == os.getpid():
+            name = "load generator (this process)"
+        else:
+            name = Path(cmd.split()[0]).name if cmd else "other"
+        out[name] = out.get(name, 0.0) + seconds
+    return out
+
+
+def running_replicas() -> dict[str, int]:
+    """RUNNING replicas per deployment of the recommender app (autoscaling changes them between runs)."""
+    from ray import serve
+
+    deps = serve.status().applications["recsys"].deployments
+    return {name: int(d.replica_states.get("RUNNING", 0)) for name, d in deps.items()}
+
+
 def batch_stats(metrics_port: int) -> tuple[float, float]:
     """(batches, requests) so far of the ingress's exact batch counters, read from
     Ray's Prometheus export (the same numbers the dashboard's metrics show)."""
@@ -153,6 +198,10 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--roles", default=",".join(ROLES), help="retrieval roles to deploy (hop-count study)")
     p.add_argument("--max-inflight", type=int, help="override the YAML's ingress_batch.max_inflight")
     p.add_argument("--linger-ms", type=float, help="override the YAML's ingress_batch.linger_ms")
+    p.add_argument("--in-ingress", help="override the YAML's in_ingress: retrieval roles hosted inside the "
+                   "ingress, comma-separated; '' for none")
+    p.add_argument("--replicas", type=int, help="fixed replica count for every deployment instead of the YAML's "
+                   "autoscaling (replica-count study)")
     p.add_argument("--anonymous", action="store_true", help="requests without user_id (no session lookup)")
     p.add_argument("--serve-defaults", action="store_true",
                    help="leave RAY_SERVE_THROUGHPUT_OPTIMIZED unset (Serve's default data plane)")
@@ -190,7 +239,13 @@ def main(argv: list[str] | None = None) -> dict:
         yaml_batch = load_config()["applications"][0]["args"].get("ingress_batch") or {}
         overrides["ingress_batch"] = {**yaml_batch, **({"max_inflight": a.max_inflight} if a.max_inflight else {}),
                                       **({"linger_ms": a.linger_ms} if a.linger_ms is not None else {})}
+    if a.in_ingress is not None:
+        overrides["in_ingress"] = [r for r in a.in_ingress.split(",") if r]
     config = load_config(engines=engines, decision=decision, port=_free_port(), args=overrides)
+    if a.replicas:
+        for d in config["applications"][0]["deployments"]:
+            d.pop("autoscaling_config", None)
+            d["num_replicas"] = a.replicas
     noop = {"name": "noop", "route_prefix": "/noop", "import_path": "serve_app.app:build_noop_app",
             "deployments": [{"name": "NoOp", "max_ongoing_requests": 64, "ray_actor_options": {"num_cpus": 0}}]}
     config["applications"].append(noop)
@@ -209,14 +264,20 @@ def main(argv: list[str] | None = None) -> dict:
                     if name == "recommend":  # let the warm-up's metrics reach the export first
                         time.sleep(2.5)
                     before = batch_stats(metrics_port) if name == "recommend" else None
+                    cpu0, procs0 = busy_cpu_seconds(), process_cpu_seconds()
                     r = asyncio.run(_load(url, bodies, c))
+                    cpu1, procs1 = busy_cpu_seconds(), process_cpu_seconds()
+                    r["cpu_ms_by_process"] = {k: (v - procs0.get(k, 0.0)) * 1000 / max(r["n"], 1)
+                                              for k, v in procs1.items() if v - procs0.get(k, 0.0) > 0}
+                    r["cpu_ms"] = (cpu1 - cpu0) * 1000 / max(r["n"], 1) if cpu0 is not None else float("nan")
                     if before is not None:  # mean /recommend batch of this run (the ingress's counters)
                         time.sleep(2.5)
                         after = batch_stats(metrics_port)
                         r["mean_batch"] = (after[1] - before[1]) / max(after[0] - before[0], 1)
+                        r["replicas"] = running_replicas()
                     runs.setdefault(name, []).append(r)
             for name, rs in runs.items():
-                r = {k: float(np.median([x[k] for x in rs])) for k in ("p50_ms", "p99_ms", "rps")}
+                r = {k: float(np.median([x[k] for x in rs])) for k in ("p50_ms", "p99_ms", "rps", "cpu_ms")}
                 r.update(n=sum(x["n"] for x in rs), failed=sum(x["failed"] for x in rs), errors=sum((x["errors"] for x in rs), []),
                          degraded={k: sum(x["degraded"].get(k, 0) for x in rs) for x in rs for k in x["degraded"]},
                          rankers={k: sum(x["rankers"].get(k, 0) for x in rs) for x in rs for k in x["rankers"]},
@@ -226,9 +287,10 @@ def main(argv: list[str] | None = None) -> dict:
                     noops = runs["noop"]
                     r["rps_ratios"] = [x["rps"] / y["rps"] for x, y in zip(rs, noops)]
                     r["p99_ratios"] = [x["p99_ms"] / y["p99_ms"] for x, y in zip(rs, noops)]
+                    r["cpu_ratios"] = [x["cpu_ms"] / y["cpu_ms"] for x, y in zip(rs, noops)]
                 res[(name, c)] = r
                 rows.append(f"{name:<10} {c:>3} {r['n']:>6} {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} "
-                            f"{r['rps']:>8.1f} {r['failed']:>7}" + (f" {r['mean_batch']:>10.2f}" if "mean_batch" in r else ""))
+                            f"{r['rps']:>8.1f} {r['cpu_ms']:>7.1f} {r['failed']:>7}" + (f" {r['mean_batch']:>10.2f}" if "mean_batch" in r else ""))
         drill = run_drill(base, rec_bodies, a.kill, a.drill_seconds) if a.drill_seconds > 0 else None
     finally:
         serve.shutdown()
@@ -239,7 +301,7 @@ def main(argv: list[str] | None = None) -> dict:
     engines = {r: u for r, u in engines.items() if u}
     print(f"engines: {json.dumps(engines)}; stand-in popularity for {stand_in or 'none'}; "
           f"decision: {decision or 'none (blend)'}")
-    print(f"{'endpoint':<10} {'clients':>3} {'n':>6} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} {'failed':>7} {'mean batch':>10}")
+    print(f"{'endpoint':<10} {'clients':>3} {'n':>6} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} {'cpu ms':>7} {'failed':>7} {'mean batch':>10}")
     print("\n".join(rows))
     for (name, c), r in res.items():
         if r["degraded"] or r["rankers"]:
@@ -247,7 +309,16 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"at {c_hi} clients (medians of {a.rounds} rounds): recommend p99 / noop p99 = {rec['p99_ms'] / nop['p99_ms']:.2f} "
           f"(target <= 2.5); recommend rps / noop rps = {rec['rps'] / nop['rps']:.2f} (target >= 0.5)")
     print(f"  per round: p99 ratios {[round(x, 2) for x in rec['p99_ratios']]}, "
-          f"rps ratios {[round(x, 2) for x in rec['rps_ratios']]}")
+          f"rps ratios {[round(x, 2) for x in rec['rps_ratios']]}, CPU-per-request ratios "
+          f"{[round(x, 2) for x in rec['cpu_ratios']]}\n  replicas after each /recommend round: "
+          f"{[x['replicas'] for x in rec['rounds']]}\n  (cpu ms: machine-wide busy CPU per request, load generator "
+          f"included; on a saturated host, throughput ratio ~ 1 / CPU ratio, and CPU is not stolen by neighbours)")
+    print(f"CPU ms per request by process at {c_hi} clients (median of the rounds):")
+    for name in ("noop", "recommend"):
+        rs = res[(name, c_hi)]["rounds"]
+        groups = sorted({k for x in rs for k in x["cpu_ms_by_process"]})
+        med = {g: float(np.median([x["cpu_ms_by_process"].get(g, 0.0) for x in rs])) for g in groups}
+        print(f"  {name:<10} " + ", ".join(f"{g} {v:.1f}" for g, v in sorted(med.items(), key=lambda kv: -kv[1]) if v >= 0.1))
     drill = drill or {"killed": None, "kill_at_s": 0.0, "requests": 0, "failed": 0, "errors": [], "degraded": 0,
                       "recovery_s": 0.0, "replica_back_s": 0.0}
     print(f"drill: killed {drill['killed']} at t={drill['kill_at_s']:.1f}s of a {a.drill_seconds:.0f}s run at 8 "
@@ -267,13 +338,15 @@ def main(argv: list[str] | None = None) -> dict:
         "rounds": a.rounds, "recommend_mean_batch": round(rec["mean_batch"], 2),
         "p99_ratio_rounds": [round(x, 2) for x in rec["p99_ratios"]],
         "rps_ratio_rounds": [round(x, 2) for x in rec["rps_ratios"]],
+        "recommend_cpu_ms": round(rec["cpu_ms"], 2), "noop_cpu_ms": round(nop["cpu_ms"], 2),
+        "cpu_ratio_rounds": [round(x, 2) for x in rec["cpu_ratios"]],
         "recommend_c1_p50_ms": round(res[("recommend", 1)]["p50_ms"], 2) if ("recommend", 1) in res else None,
         "noop_c1_p50_ms": round(res[("noop", 1)]["p50_ms"], 2) if ("noop", 1) in res else None,
         "drill_failed_requests": drill["failed"], "drill_degraded": drill["degraded"],
         "drill_requests": drill["requests"], "drill_recovery_s": round(drill["recovery_s"], 2),
         "drill_replica_back_s": round(drill["replica_back_s"], 2),
         "stand_in_roles": stand_in, "decision": bool(decision), "requests_per_run": a.requests,
-        "anonymous": a.anonymous, "roles": roles, "recommend_degraded": rec["degraded"],
+        "anonymous": a.anonymous, "in_ingress": config["applications"][0]["args"].get("in_ingress"), "roles": roles, "recommend_degraded": rec["degraded"],
         "recommend_rankers": rec["rankers"], "throughput_optimized": os.environ.get("RAY_SERVE_THROUGHPUT_OPTIMIZED") == "1",
     }
     print(json.dumps(out))

@@ -10,7 +10,10 @@ does (Clipper's adaptive batching; TF-Serving's batcher with an in-flight limit)
 Under load, a batch can also wait `linger_ms` for company once a slot is free: every hop costs
 the same CPU whatever it carries, so on a saturated host bigger batches buy throughput. It lingers
 only while the previous batch held more than one request (there is concurrency to wait for), so a
-lone client is still never held back.
+lone client is still never held back, and it stops as soon as the batch holds as many requests as
+were recently in the system at once (waiting and running: the peak of the last 8 batches), since
+no more are coming. Without that stop, closed-loop clients settle into cohorts that alternate
+(8 clients: batches of 4 while the other 4 run) or every batch idles out the full linger.
 
 Why not `@serve.batch` here: it waits a fixed `batch_wait_timeout_s` for company (added latency at
 low load), and the batches it forms while the previous one runs do not grow: they queue behind its
@@ -20,6 +23,7 @@ use `@serve.batch` for calls that arrive one by one.
 from __future__ import annotations
 
 import asyncio
+import collections
 from typing import Any, Awaitable, Callable, Sequence
 
 
@@ -40,6 +44,9 @@ class Coalescer:
         self.freed = 0.0           # when a batch slot last came free
         self._timer: asyncio.TimerHandle | None = None
         self.inflight = 0
+        self.inflight_requests = 0  # requests in the batches now running
+        self.peak = 0               # most requests in the system (waiting + running) since the last dispatch
+        self.recent_peaks: collections.deque[int] = collections.deque(maxlen=8)  # per dispatch
         self.batch_sizes: list[int] = []  # the last 1,000, for tests and the metrics hook
         self.on_batch: Callable[[int], None] | None = None
 
@@ -49,12 +56,15 @@ class Coalescer:
         if not self.pending:
             self.oldest = loop.time()
         self.pending.append((item, fut))
+        self.peak = max(self.peak, len(self.pending) + self.inflight_requests)
         self._dispatch()
         return await fut
 
     def _lingering(self) -> bool:
         """True (and a wake-up is set) while the next batch should wait for more requests."""
         if not self.linger_s or len(self.pending) >= self.max_batch or not self.batch_sizes or self.batch_sizes[-1] < 2:
+            return False
+        if len(self.pending) >= max(self.recent_peaks, default=0):  # everyone recently seen is here
             return False
         loop = asyncio.get_running_loop()
         # The wait counts from when the request could first have left: its arrival, or the moment a slot
@@ -78,6 +88,9 @@ class Coalescer:
             if not batch:
                 continue
             self.inflight += 1
+            self.inflight_requests += len(batch)
+            self.recent_peaks.append(self.peak)
+            self.peak = len(self.pending) + self.inflight_requests
             self.batch_sizes = self.batch_sizes[-999:] + [len(batch)]
             if self.on_batch is not None:
                 self.on_batch(len(batch))
@@ -99,5 +112,6 @@ class Coalescer:
                 raise
         finally:
             self.inflight -= 1
+            self.inflight_requests -= len(batch)
             self.freed = asyncio.get_running_loop().time()
             self._dispatch()

@@ -115,7 +115,8 @@ def test_under_load_a_batch_lingers_for_company_but_a_lone_call_does_not():
         await asyncio.sleep(0)
         await asyncio.gather(*two)
         calls.clear()
-        c.batch_sizes.append(2)                      # as if the last batch held two: there is load
+        c.batch_sizes.append(2)                      # as if the last batch held two: there is load,
+        c.recent_peaks.append(10)                    # and ten requests were recently in the system
         t0 = loop.time()
         late = asyncio.ensure_future(c.submit("e"))
         await asyncio.sleep(0.05)
@@ -155,3 +156,29 @@ def test_under_load_a_batch_lingers_for_company_but_a_lone_call_does_not():
     _run(main())
     with pytest.raises(ValueError, match="linger_ms"):
         Coalescer(lambda xs: xs, linger_ms=-1)
+
+
+def test_linger_ends_when_everyone_recently_seen_has_arrived():
+    """Closed-loop clients (each sends its next request when the last is answered) end up in one
+    batch per round, and no round idles out the linger once the clients are known."""
+    calls = []
+
+    async def fn(xs):
+        calls.append(len(xs))
+        await asyncio.sleep(0.005)
+        return xs
+
+    async def client(c, n):
+        for i in range(n):
+            await c.submit(i)
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        c = Coalescer(fn, max_batch=32, max_inflight=1, linger_ms=200)
+        t0 = loop.time()
+        await asyncio.gather(*(client(c, 10) for _ in range(4)))
+        return loop.time() - t0
+
+    took = asyncio.run(main())
+    assert calls[-5:] == [4] * 5                     # one cohort, not two alternating halves
+    assert took < 1.0                                # 10+ rounds; idling out 200 ms each would take > 2 s
