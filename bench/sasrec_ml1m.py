@@ -83,7 +83,12 @@ def main(argv=None) -> dict:
                         "ema_decay")
             engine.config = dataclasses.replace(engine.config, **{k: getattr(cfg, k) for k in schedule})
             before = float(engine.history[-1].get("train_seconds", 0.0)) if engine.history else 0.0
-            print(f"continuing {args.continue_from} after {len(engine.history)} epochs, {before:.0f}s", flush=True)
+            exact = engine._train_state is not None
+            if exact and args.lr:
+                raise SystemExit(f"--lr with an exact resume: the optimizer state in {args.continue_from}/train_state "
+                                 "holds its lr; drop --lr, or delete train_state/ to continue with a fresh optimizer")
+            how = "exact resume (optimizer, average and RNG state)" if exact else "fresh optimizer (no train_state/)"
+            print(f"continuing {args.continue_from} after {len(engine.history)} epochs, {before:.0f}s: {how}", flush=True)
         t0 = time.perf_counter() - before
 
         def progress(epoch: int, rec: dict) -> None:
@@ -95,6 +100,7 @@ def main(argv=None) -> dict:
         engine.fit(ds.train, ds.interactions.select(VAL), on_epoch=progress, warm_start=bool(args.continue_from))
         train_seconds = time.perf_counter() - t0
         folder = engine.save(args.out)
+        engine.save_training_state(folder)  # so --continue-from resumes this run exactly
         print(f"trained in {train_seconds:.0f}s ({len(engine.history)} epochs, best val ndcg@10 "
               f"{engine.best_val_ndcg:.4f}); artifact {folder}", flush=True)
 

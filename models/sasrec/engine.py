@@ -26,6 +26,7 @@ from recdata.metrics import RankingEvaluator, mask_seen
 
 WEIGHTS_FILE = "sasrec.weights.h5"
 TFLITE_FILE = "model.tflite"
+TRAIN_STATE = "train_state"  # folder beside the artifact's files: what an exact resume needs
 
 
 class SasrecEngine(Engine):
@@ -38,6 +39,7 @@ class SasrecEngine(Engine):
         self.history: list[dict] = []
         self.best_val_ndcg: float | None = None
         self._score_fn = None
+        self._train_state: dict | None = None  # set by fit(); saved by save_training_state()
 
     # -- network --------------------------------------------------------------------------------
     def _build(self) -> SasrecNetwork:
@@ -124,6 +126,20 @@ class SasrecEngine(Engine):
         if warm_start and self.history:
             best = max([r["val_ndcg@10"] for r in self.history if "val_ndcg@10" in r] or [-1.0])
             best_weights = net.get_weights()  # the artifact holds the best weights so far
+        state = self._train_state if warm_start else None
+        if state is not None:
+            # Exact resume: the weights training had reached (not the best ones), Adam's moments and step,
+            # the average, the shuffling RNG and the stopping counters, as the interrupted run left them.
+            net.set_weights(state["current"])
+            for var, value in zip(net.non_trainable_variables, state["generators"]):  # dropout's RNG state
+                var.assign(value)
+            for var, value in zip(opt.variables, state["optimizer"]):
+                var.assign(value)
+            if average is not None and state.get("average") is not None:
+                for var, value in zip(average.shadow, state["average"]):
+                    var.assign(value)
+            rng.bit_generator.state = state["rng"]
+            step_no, bad_checks, since_decay = state["step_no"], state["bad_checks"], state["since_decay"]
         self.history = self.history if warm_start else []
         for epoch in range(done + 1, c.epochs + 1):
             t0, total, n = time.perf_counter(), 0.0, 0
@@ -135,7 +151,7 @@ class SasrecEngine(Engine):
                     average.update()
                 total, n = total + float(loss) * denom.numpy() / max((y.numpy() > 0).sum(), 1), n + 1
             rec = {"epoch": epoch, "loss": total / max(n, 1), "epoch_seconds": time.perf_counter() - t0,
-                   "lr": float(opt.learning_rate)}
+                   "lr": _value(opt.learning_rate)}
             if val_hist is not None and (epoch % c.eval_every == 0 or epoch == c.epochs):
                 val, weights = self._evaluate(*val_hist), None
                 if average is not None:
@@ -152,7 +168,7 @@ class SasrecEngine(Engine):
                 else:
                     bad_checks, since_decay = bad_checks + 1, since_decay + 1
                 if c.lr_decay_factor < 1.0 and since_decay >= c.lr_decay_patience:
-                    opt.learning_rate.assign(float(opt.learning_rate) * c.lr_decay_factor)
+                    opt.learning_rate.assign(_value(opt.learning_rate) * c.lr_decay_factor)
                     since_decay = 0
             self.history.append(rec)
             if on_epoch is not None:
@@ -161,10 +177,44 @@ class SasrecEngine(Engine):
                 break
             if c.max_train_minutes is not None and time.perf_counter() - started > 60 * c.max_train_minutes:
                 break
+        self._train_state = {
+            "current": net.get_weights(), "generators": [_value(v, array=True) for v in net.non_trainable_variables],
+            "optimizer": [_value(v, array=True) for v in opt.variables],
+            "average": [_value(v, array=True) for v in average.shadow] if average is not None else None,
+            "rng": rng.bit_generator.state, "step_no": step_no, "bad_checks": bad_checks, "since_decay": since_decay,
+            "stopped_early": bool(val_hist is not None and bad_checks >= c.patience)}
         if best_weights is not None:
             net.set_weights(best_weights)
         self.best_val_ndcg = best if best >= 0 else None
         return self
+
+    def save_training_state(self, folder: str | Path) -> Path:
+        """Write what an exact resume needs beside a saved artifact (`folder/train_state/`): the
+        weights training had reached, the optimizer's and the average's variables, the RNG and the
+        counters. `load(folder)` then `fit(..., warm_start=True)` continues as if never stopped, so a
+        long run can span preemptions or sessions. Kept out of `save`: serving never needs it, and it
+        is about 3x the weights."""
+        if self._train_state is None:
+            raise RuntimeError("sasrec: no training state; call fit() first")
+        st, out = self._train_state, Path(folder) / TRAIN_STATE
+        out.mkdir(parents=True, exist_ok=True)
+        arrays = {f"{group}_{i:04d}": a for group in ("current", "generators", "optimizer", "average")
+                  for i, a in enumerate(st[group] or [])}
+        np.savez(out / "arrays.npz", **arrays)
+        meta = {k: st[k] for k in ("rng", "step_no", "bad_checks", "since_decay", "stopped_early")}
+        meta["counts"] = {g: len(st[g] or []) for g in ("current", "generators", "optimizer", "average")}
+        (out / "state.json").write_text(json.dumps(meta))
+        return out
+
+    def _load_training_state(self, folder: Path) -> None:
+        meta_file = folder / TRAIN_STATE / "state.json"
+        if not meta_file.exists():
+            self._train_state = None  # a served artifact: warm starts get a fresh optimizer
+            return
+        meta = json.loads(meta_file.read_text())
+        with np.load(folder / TRAIN_STATE / "arrays.npz") as z:
+            groups = {g: [z[f"{g}_{i:04d}"] for i in range(n)] for g, n in meta.pop("counts").items()}
+        self._train_state = {**meta, **groups, "average": groups["average"] or None}
 
     @staticmethod
     def _val_histories(indptr, items, events, val: Interactions):
@@ -193,8 +243,16 @@ class SasrecEngine(Engine):
         self._build().load_weights(folder / WEIGHTS_FILE)
         hist = folder / "history.json"
         self.history = json.loads(hist.read_text()) if hist.exists() else []
+        self._load_training_state(folder)
         vals = [r["val_ndcg@10"] for r in self.history if "val_ndcg@10" in r]
         self.best_val_ndcg = max(vals) if vals else None
+
+
+def _value(variable, array: bool = False):
+    """A variable's value in eager mode, also for the distributed (mirrored) variables that Ray
+    Train's strategy creates, which neither `float()` nor `.numpy()` accept."""
+    value = tf.convert_to_tensor(variable).numpy()
+    return value if array else float(value)
 
 
 class WeightAverage:
