@@ -11,7 +11,6 @@ training never costs the training.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import time
@@ -77,11 +76,7 @@ def main(argv=None) -> dict:
         engine = SasrecEngine(cfg, ds.catalog)
         before = 0.0
         if args.continue_from:
-            engine = SasrecEngine.load(args.continue_from)
-            # The artifact fixes the network; the training schedule comes from this run's config.
-            schedule = ("epochs", "max_train_minutes", "lr", "lr_decay_factor", "lr_decay_patience", "patience",
-                        "ema_decay")
-            engine.config = dataclasses.replace(engine.config, **{k: getattr(cfg, k) for k in schedule})
+            engine = SasrecEngine.for_continuation(args.continue_from, cfg)
             before = float(engine.history[-1].get("train_seconds", 0.0)) if engine.history else 0.0
             exact = engine._train_state is not None
             if exact and args.lr:

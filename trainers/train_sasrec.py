@@ -6,9 +6,15 @@
 
 Without --num-workers the loop runs in this process (one machine). With --num-workers N it runs the
 same loop under Ray Train's `TensorflowTrainer` (data parallel, MultiWorkerMirroredStrategy): each
-worker trains on 1/N of the users, gradients are all-reduced every step, rank 0 returns the artifact
-as a Ray Train checkpoint and this driver logs and registers it. Workers read the data from --path,
-so on a multi-node cluster it must be on storage every node sees.
+worker trains on 1/N of the users, gradients are all-reduced every step, and after every epoch rank 0
+reports a Ray Train checkpoint (best weights so far + the exact training state). A failed worker
+group restarts from the latest one (--max-failures), and this driver logs and registers the final
+one. Workers read the data from --path, so on a multi-node cluster it must be on storage every node sees.
+
+--resume-from DIR continues a checkpoint or bench artifact that holds `train_state/` exactly where it
+stopped (optimizer, weight average, RNG, stopping counters); its network comes from DIR, the schedule
+(epochs, budget, lr, patience) from this run's config. In-process runs write per-epoch checkpoints
+with --checkpoint-dir DIR.
 """
 from __future__ import annotations
 
@@ -44,6 +50,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--num-workers", type=int, default=0,
                    help="0: train in this process; N>=1: Ray Train TensorflowTrainer with N workers")
     p.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs Ray reserves per worker")
+    p.add_argument("--max-failures", type=int, default=2,
+                   help="with --num-workers: restarts of a failed worker group from its latest epoch checkpoint")
+    p.add_argument("--resume-from", help="continue this checkpoint / artifact (needs its train_state/ for an exact resume)")
+    p.add_argument("--checkpoint-dir", help="in-process runs: write a resumable checkpoint here after every epoch")
     p.add_argument("--experiment", default=EXPERIMENT, help="MLflow experiment")
     p.add_argument("--register-as", default="sasrec", help="registered model name ('' = do not register)")
     p.add_argument("--alias", default="champion", help="registry alias for the new version")
@@ -86,8 +96,14 @@ def learning_curve(history: list[dict]):
 
 
 # -- Ray Train (data parallel) ------------------------------------------------------------------
+DRILL_FAIL_EPOCH = "RECSYS_DRILL_FAIL_EPOCH"  # fault drill: rank 0 raises once at this epoch
+
+
 def _worker_loop(cfg_dict: dict) -> None:
-    """Runs on every Ray Train worker: the same `SasrecEngine.fit` under MultiWorkerMirroredStrategy."""
+    """Runs on every Ray Train worker: the same `SasrecEngine.fit` under MultiWorkerMirroredStrategy,
+    reporting a checkpoint after every epoch and resuming from the latest one after a restart."""
+    import contextlib
+
     import ray.train
     import tensorflow as tf
 
@@ -97,24 +113,42 @@ def _worker_loop(cfg_dict: dict) -> None:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     strategy = tf.distribute.MultiWorkerMirroredStrategy()  # TF_CONFIG is set by Ray Train
     ds = prepare(cfg_dict["format"], cfg_dict["path"], cache_dir=cfg_dict["cache_dir"])
-    engine = SasrecEngine(SasrecConfig(**cfg_dict["config"]), ds.catalog)
+    cfg = SasrecConfig(**cfg_dict["config"])
+    restart = ray.train.get_checkpoint()  # set when Ray Train restarts this run after a failure
+    start = restart.as_directory() if restart is not None else contextlib.nullcontext(cfg_dict["resume_from"])
+    with start as folder:
+        engine = SasrecEngine.for_continuation(folder, cfg) if folder else SasrecEngine(cfg, ds.catalog)
+    if folder:
+        print(f"[worker {rank}/{world}] resuming after epoch {len(engine.history)} from "
+              f"{'the latest checkpoint of this run' if restart is not None else folder}", flush=True)
     show = progress_printer(time.perf_counter(), prefix=f"[worker {rank}/{world}] ")
-    engine.fit(ds.train, ds.interactions.select(VAL), on_epoch=show if rank == 0 else None,
-               strategy=strategy, shard=(rank, world))
-    metrics = {"best_val_ndcg@10": engine.best_val_ndcg or 0.0, "epochs": len(engine.history)}
-    if rank == 0:
-        with tempfile.TemporaryDirectory() as tmp:
-            engine.save(tmp)
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
-    else:
-        ray.train.report(metrics)
+    fail_at = int(os.environ.get(DRILL_FAIL_EPOCH, 0))
+
+    def report(epoch: int, rec: dict) -> None:
+        if rank == 0:
+            show(epoch, rec)
+            if epoch == fail_at and restart is None:
+                raise RuntimeError(f"fault drill: {DRILL_FAIL_EPOCH}={fail_at}")
+        # Every worker reports (Ray Train expects it); rank 0 attaches the checkpoint.
+        metrics = {k: v for k, v in rec.items() if isinstance(v, (int, float))}
+        if rank == 0:
+            with tempfile.TemporaryDirectory() as tmp:
+                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(engine.checkpoint(Path(tmp) / "checkpoint")))
+        else:
+            ray.train.report(metrics)
+
+    before = len(engine.history)
+    engine.fit(ds.train, ds.interactions.select(VAL), on_epoch=report, strategy=strategy, shard=(rank, world),
+               warm_start=bool(folder))
+    if len(engine.history) == before:  # nothing left to train: still hand the driver its checkpoint
+        report(before, {"epochs": before})
 
 
 def fit_distributed(args, cfg: SasrecConfig, num_workers: int):
     import dataclasses
 
     import ray
-    from ray.train import RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.tensorflow import TensorflowTrainer
 
     from models.sasrec import SasrecEngine
@@ -126,14 +160,18 @@ def fit_distributed(args, cfg: SasrecConfig, num_workers: int):
     trainer = TensorflowTrainer(
         _worker_loop,
         train_loop_config={"format": args.format, "path": str(Path(args.path).resolve()),
-                           "cache_dir": str(tracking.work_dir() / "prepared"), "config": dataclasses.asdict(cfg)},
+                           "cache_dir": str(tracking.work_dir() / "prepared"), "config": dataclasses.asdict(cfg),
+                           "resume_from": str(Path(args.resume_from).resolve()) if args.resume_from else None},
         scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=False,
                                      resources_per_worker={"CPU": args.cpus_per_worker}),
-        run_config=RunConfig(name=f"sasrec-{int(time.time())}", storage_path=str(storage)),
+        run_config=RunConfig(name=f"sasrec-{int(time.time())}", storage_path=str(storage),
+                             failure_config=FailureConfig(max_failures=args.max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=2)),
     )
     result = trainer.fit()
     if result.checkpoint is None:
         raise RuntimeError(f"Ray Train finished without a checkpoint: {result.error}")
+    print(f"latest checkpoint (resume with --resume-from): {result.checkpoint.path}", flush=True)
     with result.checkpoint.as_directory() as folder:
         return SasrecEngine.load(folder)
 
@@ -142,6 +180,9 @@ def fit_distributed(args, cfg: SasrecConfig, num_workers: int):
 def main(argv=None) -> dict:
     args = parse_args(argv)
     cfg = build_config(args)
+    if args.checkpoint_dir and args.num_workers >= 1:
+        raise ValueError("--checkpoint-dir is for in-process runs: with --num-workers, Ray Train keeps a checkpoint "
+                         "per epoch under $RECSYS_HOME/ray_train (the run prints the latest; pass it to --resume-from)")
     if args.num_workers > 1 and cfg.max_train_minutes is not None:
         raise ValueError("max_train_minutes would stop workers at different steps and hang the all-reduce; "
                          "with --num-workers > 1 bound training by --epochs instead")
@@ -162,14 +203,22 @@ def main(argv=None) -> dict:
             for rec in engine.history:  # the workers' per-epoch records, logged after the fact
                 tracking.log_metrics({k: v for k, v in rec.items() if k != "epoch"}, step=rec["epoch"])
         else:
-            engine = SasrecEngine(cfg, ds.catalog)
+            if args.resume_from:
+                engine = SasrecEngine.for_continuation(args.resume_from, cfg)
+                print(f"resuming after epoch {len(engine.history)} from {args.resume_from}", flush=True)
+                for rec in engine.history:  # the curve so far, so this run's plot is whole
+                    tracking.log_metrics({k: v for k, v in rec.items() if k != "epoch"}, step=rec["epoch"])
+            else:
+                engine = SasrecEngine(cfg, ds.catalog)
             show = progress_printer(t0)
 
             def on_epoch(epoch: int, rec: dict) -> None:
                 tracking.log_metrics({k: v for k, v in rec.items() if k != "epoch"}, step=epoch)
                 show(epoch, rec)
+                if args.checkpoint_dir:
+                    engine.checkpoint(args.checkpoint_dir)
 
-            engine.fit(ds.train, ds.interactions.select(VAL), on_epoch=on_epoch)
+            engine.fit(ds.train, ds.interactions.select(VAL), on_epoch=on_epoch, warm_start=bool(args.resume_from))
         train_seconds = time.perf_counter() - t0
         print(f"trained in {train_seconds:.0f}s; best val ndcg@10 {engine.best_val_ndcg}; evaluating test", flush=True)
         test = evaluate(engine, ds, "test", max_users=args.eval_users)

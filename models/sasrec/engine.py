@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -27,6 +28,9 @@ from recdata.metrics import RankingEvaluator, mask_seen
 WEIGHTS_FILE = "sasrec.weights.h5"
 TFLITE_FILE = "model.tflite"
 TRAIN_STATE = "train_state"  # folder beside the artifact's files: what an exact resume needs
+# Config fields a continuation takes from its own run; the rest (the network) comes from the artifact.
+SCHEDULE_FIELDS = ("epochs", "max_train_minutes", "lr", "lr_decay_factor", "lr_decay_patience", "patience",
+                   "ema_decay")
 
 
 class SasrecEngine(Engine):
@@ -40,6 +44,8 @@ class SasrecEngine(Engine):
         self.best_val_ndcg: float | None = None
         self._score_fn = None
         self._train_state: dict | None = None  # set by fit(); saved by save_training_state()
+        self._snapshot: Callable[[], dict] | None = None  # set while fit() runs
+        self.export_tflite_on_save = True
 
     # -- network --------------------------------------------------------------------------------
     def _build(self) -> SasrecNetwork:
@@ -82,8 +88,12 @@ class SasrecEngine(Engine):
             raise ValueError("sasrec: no user has 2+ training events; nothing to learn from")
         scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
         with scope:
-            # warm_start: continue from the loaded/trained weights (a fresh optimizer state).
-            net = self.net if warm_start and self.net is not None else self._build()
+            # warm_start: continue from the loaded/trained weights. The network is rebuilt in this
+            # scope either way: a strategy must own the variables it mirrors.
+            reached = self.net.get_weights() if warm_start and self.net is not None else None
+            net = self._build()
+            if reached is not None:
+                net.set_weights(reached)
             opt = (keras.optimizers.AdamW(c.lr, weight_decay=c.weight_decay) if c.weight_decay
                    else keras.optimizers.Adam(c.lr))
             opt.build(net.trainable_variables)
@@ -141,6 +151,17 @@ class SasrecEngine(Engine):
             rng.bit_generator.state = state["rng"]
             step_no, bad_checks, since_decay = state["step_no"], state["bad_checks"], state["since_decay"]
         self.history = self.history if warm_start else []
+
+        def snapshot() -> dict:  # what an exact resume needs, as of the last finished epoch
+            return {
+                "current": net.get_weights(), "best": best_weights,
+                "generators": [_value(v, array=True) for v in net.non_trainable_variables],
+                "optimizer": [_value(v, array=True) for v in opt.variables],
+                "average": [_value(v, array=True) for v in average.shadow] if average is not None else None,
+                "rng": rng.bit_generator.state, "step_no": step_no, "bad_checks": bad_checks,
+                "since_decay": since_decay, "stopped_early": bool(val_hist is not None and bad_checks >= c.patience)}
+
+        self._snapshot = snapshot  # checkpoint() reads it while training runs
         for epoch in range(done + 1, c.epochs + 1):
             t0, total, n = time.perf_counter(), 0.0, 0
             for rows, width in length_buckets(lengths, c.batch, c.max_len, rng):
@@ -177,12 +198,7 @@ class SasrecEngine(Engine):
                 break
             if c.max_train_minutes is not None and time.perf_counter() - started > 60 * c.max_train_minutes:
                 break
-        self._train_state = {
-            "current": net.get_weights(), "generators": [_value(v, array=True) for v in net.non_trainable_variables],
-            "optimizer": [_value(v, array=True) for v in opt.variables],
-            "average": [_value(v, array=True) for v in average.shadow] if average is not None else None,
-            "rng": rng.bit_generator.state, "step_no": step_no, "bad_checks": bad_checks, "since_decay": since_decay,
-            "stopped_early": bool(val_hist is not None and bad_checks >= c.patience)}
+        self._train_state, self._snapshot = self._snapshot(), None
         if best_weights is not None:
             net.set_weights(best_weights)
         self.best_val_ndcg = best if best >= 0 else None
@@ -205,6 +221,44 @@ class SasrecEngine(Engine):
         meta["counts"] = {g: len(st[g] or []) for g in ("current", "generators", "optimizer", "average")}
         (out / "state.json").write_text(json.dumps(meta))
         return out
+
+    def checkpoint(self, folder: str | Path) -> Path:
+        """A resumable snapshot: the artifact with the best weights so far plus `train_state/`.
+        Callable from `on_epoch` while fit() runs (per-epoch checkpoints, Ray Train's fault
+        tolerance) and after it. Skips the TFLite export: checkpoints are for training, and the
+        export is redone whenever the artifact is saved for serving."""
+        if self._snapshot is None:
+            if self.net is None:
+                raise RuntimeError("sasrec: nothing to checkpoint; call fit() first")
+            state, weights = self._train_state, self.net.get_weights()  # after fit(): the net holds the best
+        else:
+            state = self._snapshot()
+            weights = state["best"] if state["best"] is not None else state["current"]
+        # A plain copy, so that writing never touches the (possibly mirrored) variables training uses.
+        copy = SasrecEngine(self.config, self.catalog)
+        copy._build().set_weights(weights)
+        copy.history, copy._train_state, copy.export_tflite_on_save = list(self.history), state, False
+        # Written beside and swapped in, so a run killed mid-write still leaves the previous checkpoint.
+        folder = Path(folder)
+        partial, old = folder.with_name(folder.name + ".partial"), folder.with_name(folder.name + ".old")
+        shutil.rmtree(partial, ignore_errors=True)
+        copy.save(partial)
+        if state is not None:
+            copy.save_training_state(partial)
+        if folder.exists():
+            folder.rename(old)
+        partial.rename(folder)
+        shutil.rmtree(old, ignore_errors=True)
+        return folder
+
+    @classmethod
+    def for_continuation(cls, folder: str | Path, config: SasrecConfig) -> "SasrecEngine":
+        """Load an artifact or checkpoint to train further: the network (sizes, vocabulary, weights)
+        comes from the artifact, the schedule (epochs, budget, lr, patience, ...) from `config`.
+        With a `train_state/` the next `fit(..., warm_start=True)` resumes exactly."""
+        engine = cls.load(folder)
+        engine.config = dataclasses.replace(engine.config, **{k: getattr(config, k) for k in SCHEDULE_FIELDS})
+        return engine
 
     def _load_training_state(self, folder: Path) -> None:
         meta_file = folder / TRAIN_STATE / "state.json"
@@ -236,7 +290,8 @@ class SasrecEngine(Engine):
     # -- artifact -------------------------------------------------------------------------------
     def _save_weights(self, folder: Path) -> None:
         self.net.save_weights(folder / WEIGHTS_FILE)
-        export_tflite(self, folder / TFLITE_FILE)
+        if self.export_tflite_on_save:
+            export_tflite(self, folder / TFLITE_FILE)
         (folder / "history.json").write_text(json.dumps(self.history, indent=1))
 
     def _load_weights(self, folder: Path) -> None:

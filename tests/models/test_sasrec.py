@@ -1,6 +1,7 @@
 """SASRec engine: masking, padding, losses, save/load, TFLite parity, config errors (tiny budgets)."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -222,21 +223,31 @@ def test_lr_decays_after_validations_without_improvement(data):
 
 def test_training_resumes_exactly_from_a_saved_state(data, tmp_path):
     """2 epochs, save with the training state, load, 2 more == 4 epochs in one go (dropout, shuffling,
-    Adam's moments and step, the weight average all continue)."""
+    Adam's moments and step, the weight average all continue) -- from a state saved after fit() and
+    from a checkpoint written by on_epoch while fit() ran."""
     val = data.interactions.select(VAL)
     cfg = tiny_config(epochs=4, ema_decay=0.9)
-    straight = SasrecEngine(cfg, data.catalog).fit(data.train, val)
+
+    def checkpoint_at_2(epoch, rec):
+        if epoch == 2:
+            straight.checkpoint(tmp_path / "mid")
+
+    straight = SasrecEngine(cfg, data.catalog)
+    straight.fit(data.train, val, on_epoch=checkpoint_at_2)
     first = SasrecEngine(tiny_config(epochs=2, ema_decay=0.9), data.catalog).fit(data.train, val)
     first.save(tmp_path / "a")
     first.save_training_state(tmp_path / "a")
-    resumed = SasrecEngine.load(tmp_path / "a")
-    resumed.config = cfg
-    resumed.fit(data.train, val, warm_start=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "mid"]  # the swap left no partial copies
+    assert json.loads((tmp_path / "mid" / "history.json").read_text())[-1]["epoch"] == 2
     keys = ("loss", "val_ndcg@10", "lr")
-    np.testing.assert_allclose([[r[k] for k in keys] for r in resumed.history],
-                               [[r[k] for k in keys] for r in straight.history], rtol=1e-5)
-    for a, b in zip(resumed.net.get_weights(), straight.net.get_weights()):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)  # float32 summation order
+    for folder in ("a", "mid"):
+        resumed = SasrecEngine.for_continuation(tmp_path / folder, cfg)
+        assert resumed.config.epochs == 4 and len(resumed.history) == 2
+        resumed.fit(data.train, val, warm_start=True)
+        np.testing.assert_allclose([[r[k] for k in keys] for r in resumed.history],
+                                   [[r[k] for k in keys] for r in straight.history], rtol=1e-5)
+        for a, b in zip(resumed.net.get_weights(), straight.net.get_weights()):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)  # float32 summation order
     # Without the state (a served artifact), a warm start continues from the best weights with a fresh optimizer.
     first.save(tmp_path / "b")
     assert SasrecEngine.load(tmp_path / "b")._train_state is None

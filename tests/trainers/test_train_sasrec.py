@@ -68,20 +68,53 @@ def test_bad_config_fails_before_training(home):
         train_sasrec.main(["--path", str(write_log(home)), "--config", str(tiny_yaml(home)), "--loss", "hinge"])
 
 
-def test_ray_train_tensorflow_trainer_one_worker(home, monkeypatch):
+def loss_curve(run_id: str) -> list[tuple[int, float]]:
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking.tracking_uri())
+    return [(m.step, m.value) for m in mlflow.MlflowClient().get_metric_history(run_id, "loss")]
+
+
+def test_in_process_run_resumes_from_its_epoch_checkpoint(home, capsys):
+    """1 epoch with --checkpoint-dir, then --resume-from it to 3 == 3 epochs in one run."""
+    log, cfg, ckpt = write_log(home), str(tiny_yaml(home, ema_decay=0.9)), home / "ckpt"
+    common = ["--path", str(log), "--config", cfg, "--register-as", ""]
+    straight = train_sasrec.main([*common, "--epochs", "3"])
+    train_sasrec.main([*common, "--epochs", "1", "--checkpoint-dir", str(ckpt)])
+    resumed = train_sasrec.main([*common, "--epochs", "3", "--resume-from", str(ckpt)])
+    assert "resuming after epoch 1" in capsys.readouterr().out
+    assert resumed["epochs"] == 3
+    steps, losses = zip(*loss_curve(resumed["run_id"]))
+    assert steps == (1, 2, 3)
+    np.testing.assert_allclose(losses, [v for _, v in loss_curve(straight["run_id"])], rtol=1e-5)
+    assert resumed["test_ndcg@10"] == pytest.approx(straight["test_ndcg@10"], abs=1e-6)
+    with pytest.raises(ValueError, match="--checkpoint-dir is for in-process runs"):
+        train_sasrec.main([*common, "--num-workers", "1", "--checkpoint-dir", str(ckpt)])
+
+
+def test_ray_train_restarts_a_failed_worker_from_its_last_epoch(home, capfd, monkeypatch):
+    """The real TensorflowTrainer, one worker: it fails at epoch 2 (the fault drill), Ray Train restarts it
+    from epoch 1's checkpoint, and the run ends as an uninterrupted in-process run does."""
     ray = pytest.importorskip("ray")
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    log, cfg = write_log(home), str(tiny_yaml(home, jit_compile=False, epochs=3))
+    straight = train_sasrec.main(["--path", str(log), "--config", cfg, "--register-as", ""])
     ray_tmp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # AF_UNIX socket paths must stay < 108 bytes
     ray.init(num_cpus=2, include_dashboard=False, _temp_dir=ray_tmp,
              runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).resolve().parents[2]),
-                                       "RAY_AUTH_MODE": "disabled"}})
+                                       "RAY_AUTH_MODE": "disabled", train_sasrec.DRILL_FAIL_EPOCH: "2"}})
     try:
-        summary = train_sasrec.main(["--path", str(write_log(home)), "--config", str(tiny_yaml(home, jit_compile=False)),
-                                     "--num-workers", "1", "--cpus-per-worker", "1", "--register-as", "sasrec-dist"])
+        summary = train_sasrec.main(["--path", str(log), "--config", cfg, "--num-workers", "1",
+                                     "--cpus-per-worker", "1", "--max-failures", "1", "--register-as", "sasrec-dist"])
     finally:
         ray.shutdown()
         shutil.rmtree(ray_tmp, ignore_errors=True)
-    assert summary["epochs"] == 1 and summary["version"] == "1"
+    out = capfd.readouterr()
+    assert "fault drill" in out.out + out.err and "resuming after epoch 1" in out.out + out.err
+    assert summary["epochs"] == 3 and summary["version"] == "1"
+    steps, losses = zip(*loss_curve(summary["run_id"]))
+    assert steps == (1, 2, 3)  # the worker's history: epoch 2 once, after the restart
+    np.testing.assert_allclose(losses, [v for _, v in loss_curve(straight["run_id"])], rtol=1e-4)
     import mlflow
 
     mlflow.set_tracking_uri(tracking.tracking_uri())
