@@ -76,7 +76,7 @@ def main(argv=None) -> dict:
         engine = SasrecEngine(cfg, ds.catalog)
         before = 0.0
         if args.continue_from:
-            engine = SasrecEngine.for_continuation(args.continue_from, cfg)
+            engine = SasrecEngine.for_continuation(args.continue_from, cfg, ds.catalog)
             before = float(engine.history[-1].get("train_seconds", 0.0)) if engine.history else 0.0
             exact = engine._train_state is not None
             if exact and args.lr:

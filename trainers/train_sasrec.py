@@ -116,11 +116,12 @@ def _worker_loop(cfg_dict: dict) -> None:
     cfg = SasrecConfig(**cfg_dict["config"])
     restart = ray.train.get_checkpoint()  # set when Ray Train restarts this run after a failure
     start = restart.as_directory() if restart is not None else contextlib.nullcontext(cfg_dict["resume_from"])
-    with start as folder:
-        engine = SasrecEngine.for_continuation(folder, cfg) if folder else SasrecEngine(cfg, ds.catalog)
-    if folder:
+    with start as resume_dir:
+        engine = (SasrecEngine.for_continuation(resume_dir, cfg, ds.catalog) if resume_dir
+                  else SasrecEngine(cfg, ds.catalog))
+    if resume_dir:
         print(f"[worker {rank}/{world}] resuming after epoch {len(engine.history)} from "
-              f"{'the latest checkpoint of this run' if restart is not None else folder}", flush=True)
+              f"{'the latest checkpoint of this run' if restart is not None else resume_dir}", flush=True)
     show = progress_printer(time.perf_counter(), prefix=f"[worker {rank}/{world}] ")
     fail_at = int(os.environ.get(DRILL_FAIL_EPOCH, 0))
 
@@ -133,13 +134,14 @@ def _worker_loop(cfg_dict: dict) -> None:
         metrics = {k: v for k, v in rec.items() if isinstance(v, (int, float))}
         if rank == 0:
             with tempfile.TemporaryDirectory() as tmp:
-                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(engine.checkpoint(Path(tmp) / "checkpoint")))
+                written = engine.checkpoint(Path(tmp) / "checkpoint")
+                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(written))
         else:
             ray.train.report(metrics)
 
     before = len(engine.history)
     engine.fit(ds.train, ds.interactions.select(VAL), on_epoch=report, strategy=strategy, shard=(rank, world),
-               warm_start=bool(folder))
+               warm_start=bool(resume_dir))
     if len(engine.history) == before:  # nothing left to train: still hand the driver its checkpoint
         report(before, {"epochs": before})
 
@@ -204,7 +206,7 @@ def main(argv=None) -> dict:
                 tracking.log_metrics({k: v for k, v in rec.items() if k != "epoch"}, step=rec["epoch"])
         else:
             if args.resume_from:
-                engine = SasrecEngine.for_continuation(args.resume_from, cfg)
+                engine = SasrecEngine.for_continuation(args.resume_from, cfg, ds.catalog)
                 print(f"resuming after epoch {len(engine.history)} from {args.resume_from}", flush=True)
                 for rec in engine.history:  # the curve so far, so this run's plot is whole
                     tracking.log_metrics({k: v for k, v in rec.items() if k != "epoch"}, step=rec["epoch"])

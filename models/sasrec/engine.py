@@ -252,11 +252,15 @@ class SasrecEngine(Engine):
         return folder
 
     @classmethod
-    def for_continuation(cls, folder: str | Path, config: SasrecConfig) -> "SasrecEngine":
+    def for_continuation(cls, folder: str | Path, config: SasrecConfig, catalog=None) -> "SasrecEngine":
         """Load an artifact or checkpoint to train further: the network (sizes, vocabulary, weights)
         comes from the artifact, the schedule (epochs, budget, lr, patience, ...) from `config`.
-        With a `train_state/` the next `fit(..., warm_start=True)` resumes exactly."""
+        With a `train_state/` the next `fit(..., warm_start=True)` resumes exactly. `catalog`: the
+        data about to be trained on, which must index items as the artifact does."""
         engine = cls.load(folder)
+        if catalog is not None and not np.array_equal(engine.catalog.item_ids, catalog.item_ids):
+            raise ValueError(f"sasrec: {folder} was trained on another item catalog ({engine.n_items} items, this "
+                             f"data has {catalog.n_items}); resume it on the data it was trained on, or train afresh")
         engine.config = dataclasses.replace(engine.config, **{k: getattr(config, k) for k in SCHEDULE_FIELDS})
         return engine
 

@@ -90,6 +90,10 @@ def test_in_process_run_resumes_from_its_epoch_checkpoint(home, capsys):
     assert resumed["test_ndcg@10"] == pytest.approx(straight["test_ndcg@10"], abs=1e-6)
     with pytest.raises(ValueError, match="--checkpoint-dir is for in-process runs"):
         train_sasrec.main([*common, "--num-workers", "1", "--checkpoint-dir", str(ckpt)])
+    (home / "other").mkdir()
+    other = write_cyclic_log(home / "other", users=40, items=30, seed=2, lengths=(5, 12), name="other.txt")
+    with pytest.raises(ValueError, match="another item catalog"):
+        train_sasrec.main(["--path", str(other), "--config", cfg, "--register-as", "", "--resume-from", str(ckpt)])
 
 
 def test_ray_train_restarts_a_failed_worker_from_its_last_epoch(home, capfd, monkeypatch):
