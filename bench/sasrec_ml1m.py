@@ -52,7 +52,7 @@ def main(argv=None) -> dict:
     p.add_argument("--epochs", type=int, help="override the config's epoch cap")
     p.add_argument("--max-train-minutes", type=float, help="override the config's wall-clock budget")
     p.add_argument("--lr", type=float, help="override the config's learning rate (with --continue-from: "
-                   "the continued run's starting lr)")
+                   "the continued run's starting lr; refused for an exact resume, whose optimizer holds its lr)")
     p.add_argument("--artifact", help="evaluate this saved artifact instead of training")
     p.add_argument("--continue-from", help="continue training this saved artifact (its epochs and "
                    "train_seconds count toward the reported totals)")
@@ -79,9 +79,6 @@ def main(argv=None) -> dict:
             engine = SasrecEngine.for_continuation(args.continue_from, cfg, ds.catalog)
             before = float(engine.history[-1].get("train_seconds", 0.0)) if engine.history else 0.0
             exact = engine._train_state is not None
-            if exact and args.lr:
-                raise SystemExit(f"--lr with an exact resume: the optimizer state in {args.continue_from}/train_state "
-                                 "holds its lr; drop --lr, or delete train_state/ to continue with a fresh optimizer")
             how = "exact resume (optimizer, average and RNG state)" if exact else "fresh optimizer (no train_state/)"
             print(f"continuing {args.continue_from} after {len(engine.history)} epochs, {before:.0f}s: {how}", flush=True)
         t0 = time.perf_counter() - before

@@ -261,6 +261,10 @@ class SasrecEngine(Engine):
         if catalog is not None and not np.array_equal(engine.catalog.item_ids, catalog.item_ids):
             raise ValueError(f"sasrec: {folder} was trained on another item catalog ({engine.n_items} items, this "
                              f"data has {catalog.n_items}); resume it on the data it was trained on, or train afresh")
+        if engine._train_state is not None and config.lr != engine.config.lr:
+            # The optimizer state holds the lr (and any decay applied to it); a new one would be ignored.
+            raise ValueError(f"sasrec: lr {config.lr} for an exact resume of {folder}, which trains at "
+                             f"{engine.config.lr}: keep its lr, or delete {TRAIN_STATE}/ to continue with a fresh optimizer")
         engine.config = dataclasses.replace(engine.config, **{k: getattr(config, k) for k in SCHEDULE_FIELDS})
         return engine
 

@@ -1,6 +1,7 @@
 """SASRec engine: masking, padding, losses, save/load, TFLite parity, config errors (tiny budgets)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -239,6 +240,8 @@ def test_training_resumes_exactly_from_a_saved_state(data, tmp_path):
     first.save_training_state(tmp_path / "a")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "mid"]  # the swap left no partial copies
     assert json.loads((tmp_path / "mid" / "history.json").read_text())[-1]["epoch"] == 2
+    with pytest.raises(ValueError, match="exact resume"):  # the optimizer state would silently keep its own lr
+        SasrecEngine.for_continuation(tmp_path / "a", dataclasses.replace(cfg, lr=cfg.lr * 2))
     keys = ("loss", "val_ndcg@10", "lr")
     for folder in ("a", "mid"):
         resumed = SasrecEngine.for_continuation(tmp_path / folder, cfg)
