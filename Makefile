@@ -20,7 +20,7 @@ demo: install
 	$(VENV)/bin/recsys demo
 
 test: install
-	$(PY) -m pytest -q
+	PY=$(PY) tests/run_suite.sh
 
 clean:
 	rm -rf $(VENV) .recsys

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 
 ray = pytest.importorskip("ray")
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.ray_session, pytest.mark.slow]  # own Ray in-process: run apart (tests/run_suite.sh)
 
 
 from raycluster import free_port as _free_port  # noqa: E402

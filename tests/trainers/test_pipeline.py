@@ -6,6 +6,8 @@ import yaml
 
 from trainers.pipeline import PipelineConfig, _with_upstream, load_pipeline_config, main
 
+pytestmark = pytest.mark.ray_session  # starts its own Ray in-process: run apart (tests/run_suite.sh)
+
 
 @pytest.fixture(scope="module")
 def events(tmp_path_factory):

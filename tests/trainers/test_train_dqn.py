@@ -10,7 +10,7 @@ import pytest
 os.environ["RLLIB_TEST_NO_TF_IMPORT"] = "1"
 SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
 REES = SHARED / "rees46-oct2019-head"
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(not REES.exists(), reason=f"{REES} absent (shared real data)")]
+pytestmark = [pytest.mark.ray_session, pytest.mark.slow, pytest.mark.skipif(not REES.exists(), reason=f"{REES} absent (shared real data)")]
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,8 @@ import pytest
 from support import write_cyclic_log
 from trainers import train_sasrec, tracking
 
+pytestmark = pytest.mark.ray_session  # starts its own Ray in-process: run apart (tests/run_suite.sh)
+
 
 def write_log(folder: Path) -> Path:
     return write_cyclic_log(folder, users=40, items=25, seed=1, lengths=(5, 12), name="tiny.txt")

@@ -7,6 +7,8 @@ import yaml
 from support import REPO
 from trainers.tune import load_sweep, main
 
+pytestmark = pytest.mark.ray_session  # starts its own Ray in-process: run apart (tests/run_suite.sh)
+
 
 def test_shipped_sweep_files_are_valid():
     for name in ("sasrec", "vae"):
