@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,3 +19,15 @@ def recsys_home(tmp_path, monkeypatch) -> Path:
 # Ray 2.60 turns on token auth by default; tests talk to their own local cluster only.
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _ray_sessions_only_in_marked_modules(request):
+    """A module that leaves Ray running must be marked `ray_session`, so that `make test` gives it its own
+    interpreter (see tests/run_suite.sh): a second Ray session in a shared pytest process can crash it."""
+    yield
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized() and request.node.get_closest_marker("ray_session") is None:
+        ray.shutdown()
+        pytest.fail(f"{request.node.nodeid} left Ray initialised: add `pytestmark = pytest.mark.ray_session` "
+                    "to the module so tests/run_suite.sh runs it in its own interpreter", pytrace=False)
