@@ -25,8 +25,8 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 def _ray_sessions_only_in_marked_modules(request):
     """A module that leaves Ray running must be marked `ray_session`, so that `make test` gives it its own
     interpreter (see tests/run_suite.sh): a second Ray session in a shared pytest process can crash it.
-    Catches a module that leaves Ray initialised, not one that starts and shuts it down itself; and
-    run_suite.sh finds marked modules by a one-line `pytestmark = ...ray_session...`, so mark them that way."""
+    Catches a module that leaves Ray initialised, not one that starts and shuts it down itself.
+    run_suite.sh asks pytest which tests carry the mark, so a module, class or function mark all work."""
     yield
     ray = sys.modules.get("ray")
     if ray is not None and ray.is_initialized() and request.node.get_closest_marker("ray_session") is None:

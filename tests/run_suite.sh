@@ -1,15 +1,24 @@
 #!/usr/bin/env bash
-# The whole suite, as `make test` runs it: every module marked `ray_session` (it starts and shuts down its
-# own Ray inside the test process) runs in a fresh interpreter; all the other tests run together in one.
-# Why: Ray does not support init -> shutdown -> init in one process while the background threads of an
-# earlier session (Train, Serve, Tune) linger (ray-project/ray#31145); CI saw the single pytest process
-# segfault at exit after all 150 tests had passed. -X faulthandler prints the stack if a native crash
-# happens anyway. Any pytest arguments given are passed to every run (e.g. -x, -k name).
+# The whole suite, as `make test` runs it: every module holding tests marked `ray_session` (they start
+# and shut down their own Ray inside the test process) runs in a fresh interpreter; all the other tests
+# run together in one. Why: Ray does not support init -> shutdown -> init in one process while the
+# background threads of an earlier session (Train, Serve, Tune) linger (ray-project/ray#31145); CI saw the
+# single pytest process segfault at exit after all 150 tests had passed. -X faulthandler prints the stack
+# if a native crash happens anyway. Any pytest arguments given are passed to every run (e.g. -x, -k name).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-python}
-own=$(grep -rlE '^pytestmark = .*pytest\.mark\.ray_session' tests --include='test_*.py' | sort)
 failed=()
+# pytest itself lists the marked tests, so a mark set any way (module pytestmark, class or function
+# decorator) is honoured: the shared run deselects them, so a module missed here would lose them.
+listing=$("$PY" -m pytest --collect-only -q -m ray_session tests 2>&1)
+rc=$?
+if ((rc != 0 && rc != 5)); then  # 5 = no test is marked: nothing runs apart
+    printf '%s\n' "$listing"
+    echo "FAILED: listing the ray_session tests (pytest --collect-only exit $rc); see above"
+    exit 1
+fi
+own=$(grep '::' <<<"$listing" | cut -d: -f1 | sort -u)
 run() {
     echo "== pytest $*"
     "$PY" -X faulthandler -m pytest -q "$@"
@@ -19,7 +28,7 @@ run() {
 }
 run -m "not ray_session" "$@"
 for module in $own; do
-    run "$module" "$@"
+    run "$module" -m ray_session "$@"
 done
 if ((${#failed[@]})); then
     printf 'FAILED: %s\n' "${failed[@]}"
