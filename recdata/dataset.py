@@ -132,10 +132,15 @@ class Interactions:
 def encode(
     log: EventLog, catalog: Catalog | None = None, collapse_repeats: bool = True
 ) -> tuple[Catalog, Interactions]:
-    """Dense-index the log. With `collapse_repeats` (default), each (user, item) pair becomes one
-    interaction at its first time, carrying its strongest event and that event's weight: shoppers
-    view the same product many times and then cart/buy it, and without collapsing, a leave-one-out
-    target would usually be an item already in the history -- which full ranking filters out."""
+    """Dense-index the log, sorted by (user, time). Every row keeps the event type and weight of its
+    own occurrence: nothing from later in time is written into an earlier row.
+
+    Column `repeat` marks rows whose (user, item) pair already occurred earlier. With
+    `collapse_repeats` (default), a repeat is kept only when it moves the pair up the funnel -- a cart
+    after views, a purchase after a cart -- so "viewed at t1, bought at t3" stays two rows (view at t1,
+    purchase at t3), and the many re-views of one product collapse into its first view. Without
+    collapsing, every event stays. Leave-one-out targets are always first occurrences (see
+    `leave_one_out`), so a held-out item is never already in the history."""
     catalog = catalog or Catalog.from_log(log)
     ev = log.events
     frame = pd.DataFrame(
@@ -151,28 +156,38 @@ def encode(
         frame["session"] = ev["session"].to_numpy()
     # Stable sort keeps input order among equal timestamps (the source's own order is the tie-break).
     frame = frame.sort_values(["uidx", "ts"], kind="stable").reset_index(drop=True)
-    if collapse_repeats and frame.duplicated(["uidx", "iidx"]).any():
-        g = frame.groupby(["uidx", "iidx"], sort=False)
-        first = frame.loc[~frame.duplicated(["uidx", "iidx"])].copy()
-        strongest = g["event"].max().reindex(pd.MultiIndex.from_frame(first[["uidx", "iidx"]]))
-        first["event"] = strongest.to_numpy()
-        wmax = g["weight"].max().reindex(pd.MultiIndex.from_frame(first[["uidx", "iidx"]]))
-        first["weight"] = wmax.to_numpy()
-        frame = first.reset_index(drop=True)
+    frame["repeat"] = frame.duplicated(["uidx", "iidx"])
+    if collapse_repeats and frame["repeat"].any():
+        pair = frame.groupby(["uidx", "iidx"], sort=False)["event"]
+        strongest_before = pair.cummax().groupby([frame["uidx"], frame["iidx"]], sort=False).shift(1)
+        funnel_step = frame["event"].to_numpy() > strongest_before.fillna(np.inf).to_numpy()
+        frame = frame.loc[~frame["repeat"].to_numpy() | funnel_step].reset_index(drop=True)
     return catalog, Interactions(frame, catalog.n_users, catalog.n_items)
 
 
+TEST_CONTEXT, AFTER_TEST = 5, 6
+"""Leave-one-out codes for repeat rows around the held-out items: a repeat between the validation and
+the test target is history for the test item only; anything after the test target is in no history
+and never trained on (it would put the future into the past)."""
+
+
 def leave_one_out(inter: Interactions, min_len: int = 3) -> Interactions:
-    """Mark each user's last event test and second-to-last validation (by time). Users with fewer
-    than `min_len` events stay wholly in train: they have too little to hold anything out."""
+    """Hold out each user's last *new* item (first occurrence of a pair) as test and the one before as
+    validation, by time. Train holds everything before the validation item; repeat rows (funnel steps)
+    after it are TEST_CONTEXT (before the test item) or AFTER_TEST. Users with fewer than `min_len`
+    distinct items stay wholly in train: they have too little to hold anything out."""
     f = inter.frame
     uidx = f["uidx"].to_numpy()
-    counts = np.bincount(uidx, minlength=inter.n_users)
-    pos_from_end = counts[uidx] - 1 - f.groupby("uidx").cumcount().to_numpy()
+    novel = ~f["repeat"].to_numpy() if "repeat" in f else np.ones(len(f), bool)
+    n_novel = np.bincount(uidx, weights=novel, minlength=inter.n_users).astype(np.int64)
+    upto = pd.Series(novel.astype(np.int64)).groupby(uidx).cumsum().to_numpy()  # novel rows so far
+    total = n_novel[uidx]
     split = np.full(len(f), TRAIN, np.int8)
-    long_enough = counts[uidx] >= min_len
-    split[long_enough & (pos_from_end == 0)] = TEST
-    split[long_enough & (pos_from_end == 1)] = VAL
+    held = total >= min_len
+    split[held & (upto == total) & novel] = TEST
+    split[held & (upto == total) & ~novel] = AFTER_TEST
+    split[held & (upto == total - 1) & novel] = VAL
+    split[held & (upto == total - 1) & ~novel] = TEST_CONTEXT
     return Interactions(f.assign(split=split), inter.n_users, inter.n_items)
 
 
@@ -180,7 +195,8 @@ def user_holdout(
     inter: Interactions, n_heldout: int | float = 0.1, fold_in: float = 0.8, seed: int = 0
 ) -> Interactions:
     """Strong generalization (Liang et al. 2018, Mult-VAE): held-out users are absent from training;
-    for each, a random `fold_in` share of their events is the input and the rest the target.
+    for each, a random `fold_in` share of their items is the input and the rest the target (all rows
+    of one (user, item) pair fall on the same side, so a target is never already in the input).
     `n_heldout` users (a count, or a share when < 1) go to validation and as many to test.
     Split codes: train rows 0; val users' fold-in rows 3, targets 1; test users' fold-in 4, targets 2."""
     rng = np.random.default_rng(seed)
@@ -193,7 +209,13 @@ def user_holdout(
     role[perm[:n]], role[perm[n : 2 * n]] = VAL, TEST
     f = inter.frame
     r = role[f["uidx"].to_numpy()]
-    is_target = rng.random(len(f)) >= fold_in
+    draw = rng.random(len(f))
+    # Each pair takes the draw of its first row (rows are time-ordered within a user).
+    first_row = f.groupby(["uidx", "iidx"], sort=False).cumcount().to_numpy() == 0
+    pair_id = f.groupby(["uidx", "iidx"], sort=False).ngroup().to_numpy()
+    pair_draw = np.empty(pair_id.max() + 1 if len(f) else 0)
+    pair_draw[pair_id[first_row]] = draw[first_row]
+    is_target = pair_draw[pair_id] >= fold_in
     split = np.where(r == TRAIN, TRAIN, np.where(is_target, r, r + 2)).astype(np.int8)
     return Interactions(f.assign(split=split), inter.n_users, inter.n_items)
 
@@ -233,12 +255,17 @@ class PreparedDataset:
                    json.loads((folder / "meta.json").read_text()))
 
 
+PREPARE_VERSION = 2
+"""Bumped whenever preparation changes what it writes, so no cache of an older preparation is reused
+(2: rows keep their own event type, funnel steps kept, repeats never held out)."""
+
+
 def source_fingerprint(fmt: str, path: str | Path, **options) -> str:
     """Changes when the input files or the preparation options change (size + mtime, not content,
     so a 5 GB log is not re-read just to decide that nothing changed)."""
     path = Path(path)
     files = sorted(path.rglob("*")) if path.is_dir() else [path]
-    h = hashlib.sha256(json.dumps([fmt, sorted(options.items())], default=str).encode())
+    h = hashlib.sha256(json.dumps([fmt, PREPARE_VERSION, sorted(options.items())], default=str).encode())
     for f in files:
         if f.is_file():
             st = f.stat()
@@ -267,8 +294,11 @@ def prepare(
         inter = user_holdout(inter)
     else:
         raise DataError(f"unknown split {split!r}; use loo or users")
+    codes = inter.frame["split"].to_numpy()
     meta = {"format": fmt, "path": str(path), "split": split, "fingerprint": key, **log.stats(),
             "collapse_repeats": collapse_repeats, "interactions_encoded": len(inter),
+            "repeat_rows": int(inter.frame["repeat"].sum()),
+            "rows_after_test": int((codes == AFTER_TEST).sum()),
             "bad_row_report": log.bad_rows.to_dict()}
     ds = PreparedDataset(catalog, inter, meta)
     if cache_dir is not None:

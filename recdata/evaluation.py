@@ -1,7 +1,8 @@
 """The evaluation protocol: histories in, full-ranking metrics out, any engine.
 
-Leave-one-out (`split="loo"`): to score the test item the model sees train + validation events; for
-the validation item, train events only. User-holdout (`split="users"`): held-out users' fold-in
+Leave-one-out (`split="loo"`): to score the test item the model sees train + validation events (and
+any funnel steps between the two held-out items); for the validation item, train events only --
+never anything after the held-out item's own time. User-holdout (`split="users"`): held-out users' fold-in
 events are the history and their remaining events the targets (the Mult-VAE protocol).
 """
 from __future__ import annotations
@@ -11,8 +12,8 @@ from typing import Iterator, Protocol
 
 import numpy as np
 
-from recdata.dataset import TEST, TEST_FOLD_IN, TRAIN, VAL, VAL_FOLD_IN, PreparedDataset
-from recdata.metrics import RankingEvaluator, mask_seen, sampled_metrics
+from recdata.dataset import TEST, TEST_CONTEXT, TEST_FOLD_IN, TRAIN, VAL, VAL_FOLD_IN, PreparedDataset
+from recdata.metrics import NonFiniteScores, RankingEvaluator, mask_seen, nonfinite_rows, sampled_metrics
 
 
 @dataclass
@@ -49,7 +50,7 @@ def evaluation_batches(
     if ds.meta.get("split", "loo") == "users":
         history_codes = [{TEST: TEST_FOLD_IN, VAL: VAL_FOLD_IN}[target_code]]
     else:
-        history_codes = [TRAIN] if split == "val" else [TRAIN, VAL]
+        history_codes = [TRAIN] if split == "val" else [TRAIN, VAL, TEST_CONTEXT]
     uidx, iidx, ev = f["uidx"].to_numpy(), f["iidx"].to_numpy(), f["event"].to_numpy()
     users = np.unique(uidx[codes == target_code])
     hist_mask = np.isin(codes, history_codes)
@@ -79,7 +80,7 @@ def evaluate(
     ev = RankingEvaluator(ds.catalog.n_items, ks)
     rng = np.random.default_rng(seed)
     sampled: dict[str, float] = {}
-    done = 0
+    done = bad_users = 0
     for batch, targets in evaluation_batches(ds, split, batch_size):
         if max_users is not None and done >= max_users:
             break
@@ -88,6 +89,12 @@ def evaluate(
             batch = HistoryBatch(batch.items[:keep], batch.events[:keep], batch.users[:keep])
             targets = targets[:keep]
         scores = np.array(engine.score(batch), dtype=np.float64)
+        # An engine's own scores must all be finite (-inf too: only the seen-item mask may set it).
+        bad = nonfinite_rows(scores, allow_neg_inf=False)
+        if bad.any() or bad_users:
+            bad_users += int(bad.sum())
+            done += len(batch)
+            continue  # keep scoring only to count every affected user; no metric from here on
         mask_seen(scores, batch.items)
         ev.add(scores, targets)
         if sampled_negatives:
@@ -95,6 +102,11 @@ def evaluate(
             for key, vals in sampled_metrics(scores, single, batch.items, rng, sampled_negatives).items():
                 sampled[key] = sampled.get(key, 0.0) + float(vals.sum())
         done += len(batch)
+    if bad_users:
+        who = getattr(engine, "name", None) or type(engine).__name__
+        raise NonFiniteScores(
+            f"engine {who!r} returned non-finite scores (NaN/inf) for {bad_users} of {done} users on the "
+            f"{split} split; no metric is reported. Fix the model (a diverged run, log(0), 0/0) and evaluate again")
     out = ev.result()
     out.update({k: v / max(out["users"], 1) for k, v in sampled.items()})
     return out

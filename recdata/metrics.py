@@ -2,9 +2,13 @@
 
 Conventions (the honesty rules of DESIGN.md):
 - Scores cover *all* items; items the user already saw are set to -inf by the caller (`mask_seen`).
-- Ranks are 0-based positions in the order (score descending, item index ascending). The index
-  tie-break is deterministic and the same one `top_k` uses, so a list and its metrics agree; a model
-  that gives everything the same score gets no credit from ties beyond what that order gives.
+- Ranks are pessimistic: the 0-based rank of a target is the number of *other* items scoring at least
+  as high, so every tie counts against the target. A model that gives everything the same score ranks
+  each target last among its equals -- never better than random. (Breaking ties by item index instead
+  would flatter: indices follow first appearance, which tracks popularity.)
+- Scores must be finite (masked -inf aside): NaN or +inf raise `NonFiniteScores`, never a rank.
+- `top_k` lists break ties by item index, for a deterministic answer; a target tied at the cut-off may
+  appear in a list and still not count as a hit.
 - Recall@k = hits / min(k, |targets|) (Liang et al. 2018); with one target it equals HR@k.
   NDCG@k: binary gains, ideal DCG over min(k, |targets|) targets. MRR: 1 / (rank of first hit + 1)
   over the full ranking (no cut-off).
@@ -19,6 +23,10 @@ import numpy as np
 NEG_INF = -np.inf
 
 
+class NonFiniteScores(ValueError):
+    """A model returned NaN or +inf scores: such a score has no rank, so no metric may use it."""
+
+
 def mask_seen(scores: np.ndarray, seen: list[np.ndarray]) -> np.ndarray:
     """Set each row's already-seen items to -inf, in place; returns scores."""
     rows = np.repeat(np.arange(len(seen)), [len(s) for s in seen])
@@ -27,32 +35,56 @@ def mask_seen(scores: np.ndarray, seen: list[np.ndarray]) -> np.ndarray:
     return scores
 
 
+def nonfinite_rows(scores: np.ndarray, allow_neg_inf: bool = True) -> np.ndarray:
+    """Boolean [B]: rows holding a NaN or +inf (or -inf, unless `allow_neg_inf`: the seen-item mask)."""
+    bad = np.isnan(scores) | (scores == np.inf)
+    if not allow_neg_inf:
+        bad |= scores == NEG_INF
+    return bad.any(axis=1)
+
+
+def check_finite(scores: np.ndarray, who: str = "model", allow_neg_inf: bool = True) -> None:
+    """Raise `NonFiniteScores` naming `who` and how many rows (users) are affected."""
+    bad = nonfinite_rows(scores, allow_neg_inf)
+    if bad.any():
+        raise NonFiniteScores(
+            f"{who} returned non-finite scores (NaN/inf) for {int(bad.sum())} of {len(bad)} users; "
+            "fix the model (e.g. a diverged training run, log(0), or 0/0 in a normalisation) -- "
+            "such scores have no rank and are never counted as hits")
+
+
 def target_ranks(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """0-based rank of targets[b] in row b (one target per row), ties broken by item index."""
+    """Pessimistic 0-based rank of targets[b] in row b (one target per row): the number of other items
+    scoring >= the target. Ties count against the target."""
     scores = np.asarray(scores)
     t = np.asarray(targets, dtype=np.int64)
+    check_finite(scores)
     ts = scores[np.arange(len(t)), t][:, None]
-    idx = np.arange(scores.shape[1])[None, :]
-    return ((scores > ts) | ((scores == ts) & (idx < t[:, None]))).sum(axis=1)
+    return (scores >= ts).sum(axis=1) - 1
 
 
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the k best items per row, best first, ties by item index (matches target_ranks).
-    Items scored -inf (seen / filtered) are never returned: such slots are -1."""
+    """Indices of the k best items per row, best first, ties by item index. Items scored -inf
+    (seen / filtered) are never returned: such slots are -1. No full sort: argpartition, then only the
+    k winners are ordered; rows with a tie straddling the cut-off are re-selected by (score, index)."""
     scores = np.asarray(scores)
-    k = min(k, scores.shape[1])
-    if k < scores.shape[1]:
-        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-        # Ties at the cut-off: argpartition may pick any of them; re-select by (score, index).
-        kth = np.take_along_axis(scores, part, axis=1).min(axis=1, keepdims=True)
-        cand_mask = scores >= kth
-        out = np.empty((scores.shape[0], k), np.int64)
-        for b in range(scores.shape[0]):
-            cand = np.flatnonzero(cand_mask[b])
-            order = np.lexsort((cand, -scores[b, cand]))[:k]
-            out[b] = cand[order]
+    B, n = scores.shape
+    k = min(k, n)
+    if k == 0:
+        return np.empty((B, 0), np.int64)
+    if k < n:
+        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]                   # [B, k], unordered
+        part_scores = np.take_along_axis(scores, part, axis=1)
+        kth = part_scores.min(axis=1, keepdims=True)
+        # A tie at the cut-off is ambiguous only if some item scoring kth was left out.
+        ambiguous = np.flatnonzero((scores == kth).sum(axis=1) > (part_scores == kth).sum(axis=1))
+        for b in ambiguous:
+            cand = np.flatnonzero(scores[b] >= kth[b, 0])
+            part[b] = cand[np.lexsort((cand, -scores[b, cand]))[:k]]
+        order = np.lexsort((part, -np.take_along_axis(scores, part, axis=1)), axis=1)
+        out = np.take_along_axis(part, order, axis=1)
     else:
-        out = np.lexsort((np.broadcast_to(np.arange(scores.shape[1]), scores.shape), -scores), axis=1)
+        out = np.lexsort((np.broadcast_to(np.arange(n), scores.shape), -scores), axis=1)
     valid = np.take_along_axis(scores, out, axis=1) > NEG_INF
     return np.where(valid, out, -1)
 
@@ -68,23 +100,36 @@ class RankingEvaluator:
         self.recommended = {k: np.zeros(n_items, bool) for k in self.ks}
 
     def add(self, scores: np.ndarray, targets) -> None:
+        scores = np.asarray(scores)
+        check_finite(scores)
         lists = top_k(scores, max(self.ks))
         for k in self.ks:
             shown = lists[:, :k]
             self.recommended[k][shown[shown >= 0]] = True
-        for b, tgt in enumerate(targets):
-            tgt = np.atleast_1d(np.asarray(tgt, dtype=np.int64))
-            if len(tgt) == 0:
+        tgts = [np.atleast_1d(np.asarray(t, dtype=np.int64)) for t in targets]
+        single = np.array([len(t) == 1 for t in tgts], bool)
+        if single.any():  # leave-one-out: one vectorised pass over the batch
+            rows = np.flatnonzero(single)
+            ranks = target_ranks(scores[rows], np.array([tgts[r][0] for r in rows]))
+            self._add_ranks(ranks, np.ones(len(rows), np.int64))
+        for b in np.flatnonzero(~single):  # several targets (user-holdout)
+            if len(tgts[b]) == 0:
                 continue
-            ranks = target_ranks(np.broadcast_to(scores[b], (len(tgt), scores.shape[1])), tgt)
-            self.n += 1
-            self._acc("mrr", 1.0 / (ranks.min() + 1))
-            for k in self.ks:
-                hit = ranks < k
-                ideal = (1.0 / np.log2(np.arange(min(k, len(tgt))) + 2)).sum()
-                self._acc(f"hr@{k}", float(hit.any()))
-                self._acc(f"recall@{k}", hit.sum() / min(k, len(tgt)))
-                self._acc(f"ndcg@{k}", (1.0 / np.log2(ranks[hit] + 2)).sum() / ideal)
+            ranks = target_ranks(np.broadcast_to(scores[b], (len(tgts[b]), scores.shape[1])), tgts[b])
+            self._add_ranks(ranks[None, :], np.array([len(tgts[b])]))
+
+    def _add_ranks(self, ranks: np.ndarray, n_targets: np.ndarray) -> None:
+        """ranks [U, T] (one row per user; T targets, or [U] for one each); n_targets [U]."""
+        ranks = ranks.reshape(len(n_targets), -1)
+        self.n += len(n_targets)
+        self._acc("mrr", (1.0 / (ranks.min(axis=1) + 1)).sum())
+        for k in self.ks:
+            hit = ranks < k
+            denom = np.minimum(k, n_targets)
+            ideal = np.concatenate([[0.0], np.cumsum(1.0 / np.log2(np.arange(k) + 2))])[denom]
+            self._acc(f"hr@{k}", hit.any(axis=1).sum())
+            self._acc(f"recall@{k}", (hit.sum(axis=1) / denom).sum())
+            self._acc(f"ndcg@{k}", (np.where(hit, 1.0 / np.log2(ranks + 2), 0.0).sum(axis=1) / ideal).sum())
 
     def _acc(self, key: str, value: float) -> None:
         self.sums[key] = self.sums.get(key, 0.0) + float(value)
@@ -103,6 +148,7 @@ def sampled_metrics(
 ) -> dict[str, np.ndarray]:
     """The SASRec paper's protocol: rank the target among `n_neg` uniformly drawn items the user has
     not interacted with. Per-row hits/NDCG (sum them); labelled `sampled_` by the caller."""
+    check_finite(scores)
     B, n_items = scores.shape
     hits, ndcg = np.zeros(B), np.zeros(B)
     for b in range(B):

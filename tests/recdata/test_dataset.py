@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 from support import shared_data
-from recdata.dataset import (TEST, TEST_FOLD_IN, TRAIN, VAL, Catalog, PreparedDataset, encode, leave_one_out,
+from recdata.dataset import (TEST, TEST_CONTEXT, TEST_FOLD_IN, TRAIN, VAL, Catalog, PreparedDataset, encode, leave_one_out,
                              prepare, user_holdout)
 from recdata.evaluation import evaluation_batches
 from recdata.schema import BadRowReport, EventLog, make_events
@@ -26,13 +26,59 @@ def test_catalog_maps_both_ways_and_keeps_cold_items():
     assert int_cat.item_index(["204", 101, "x"]).tolist() == [1, 0, -1]  # JSON ints or strings
 
 
-def test_repeats_collapse_to_first_time_with_strongest_event():
+def test_each_row_keeps_its_own_event_and_the_funnel_stays_visible():
     cat, inter = encode(tiny_log())
     u10 = inter.frame[inter.frame.uidx == cat.user_index([10])[0]]
-    assert cat.item_raw(u10.iidx).tolist() == ["a", "b", "c"]
-    assert u10.event.tolist() == [1, 0, 0] and u10.weight.tolist() == [3.0, 1.0, 1.0]
-    _, raw = encode(tiny_log(), collapse_repeats=False)
-    assert len(raw) == 6
+    # a is a view at t1 (not a cart: the cart happens at t3, after b) and its cart is a row of its own.
+    assert cat.item_raw(u10.iidx).tolist() == ["a", "b", "a", "c"]
+    assert u10.ts.tolist() == [1, 2, 3, 4] and u10.event.tolist() == [0, 0, 1, 0]
+    assert u10.weight.tolist() == [1.0, 1.0, 3.0, 1.0] and u10.repeat.tolist() == [False, False, True, False]
+
+
+def test_re_views_collapse_but_every_funnel_step_stays():
+    # view, view, cart, view, purchase, cart of one item -> view(t1), cart(t3), purchase(t5)
+    ev = make_events(user=[1] * 6, item=["x"] * 6, ts=[1, 2, 3, 4, 5, 6], event=[0, 0, 1, 0, 2, 1])
+    _, inter = encode(EventLog(ev, pd.DataFrame({"item": ["x"]}), BadRowReport(), "", 6))
+    assert inter.frame.ts.tolist() == [1, 3, 5] and inter.frame.event.tolist() == [0, 1, 2]
+    _, raw = encode(EventLog(ev, pd.DataFrame({"item": ["x"]}), BadRowReport(), "", 6), collapse_repeats=False)
+    assert len(raw) == 6 and raw.frame.repeat.sum() == 5
+
+
+def random_funnel_log(seed: int = 0, n: int = 3000) -> EventLog:
+    rng = np.random.default_rng(seed)
+    ev = make_events(rng.integers(0, 80, n), rng.integers(0, 40, n), rng.integers(0, 500, n),
+                     rng.choice([0, 0, 0, 1, 2], n))
+    return EventLog(ev, pd.DataFrame({"item": np.arange(40)}), BadRowReport(), "", n)
+
+
+def test_no_row_carries_information_from_after_its_own_time():
+    log = random_funnel_log()
+    cat, inter = encode(log)
+    raw = set(zip(cat.user_index(log.events.user), cat.item_index(log.events.item), log.events.ts, log.events.event))
+    f = inter.frame
+    # Every kept row is an event that really happened at that time, with that type.
+    assert set(zip(f.uidx, f.iidx, f.ts, f.event)) <= raw
+    # Along each (user, item) pair the kept events only move up the funnel.
+    assert (f.groupby(["uidx", "iidx"]).event.diff().dropna() > 0).all()
+
+
+def test_held_out_items_are_new_and_histories_stop_before_them():
+    cat, inter = encode(random_funnel_log(seed=1))
+    ds = PreparedDataset(cat, leave_one_out(inter), {"split": "loo"})
+    f = ds.interactions.frame
+    for split, code in (("val", VAL), ("test", TEST)):
+        for batch, targets in evaluation_batches(ds, split):
+            for u, hist, events, tgt in zip(batch.users, batch.items, batch.events, targets):
+                assert tgt[0] not in hist  # a held-out item is never already in the history
+                rows = f[f.uidx == u].reset_index(drop=True)  # this user's rows in time order
+                at = int(np.flatnonzero(rows.split == code)[0])
+                # The history is exactly what happened before the held-out item, with its own event types.
+                assert hist.tolist() == rows.iidx[:at].tolist() and events.tolist() == rows.event[:at].tolist()
+    assert not f[f.split.isin([VAL, TEST])].repeat.any()
+    # Nothing at or after a held-out item trains a model.
+    train = ds.train.frame.groupby("uidx").ts.max()
+    val_ts = f[f.split == VAL].set_index("uidx").ts
+    assert (train.reindex(val_ts.index) <= val_ts).all()
 
 
 def test_leave_one_out_by_time():
@@ -40,7 +86,7 @@ def test_leave_one_out_by_time():
     inter = leave_one_out(inter)
     f = inter.frame
     u10 = f[f.uidx == cat.user_index([10])[0]]
-    assert u10.split.tolist() == [TRAIN, VAL, TEST]
+    assert u10.split.tolist() == [TRAIN, VAL, TEST_CONTEXT, TEST]  # a's cart comes after b, before c
     assert (f[f.uidx == cat.user_index([20])[0]].split == TRAIN).all()  # too short to hold out
 
 
@@ -48,9 +94,11 @@ def test_evaluation_histories_exclude_the_future():
     cat, inter = encode(tiny_log())
     ds = PreparedDataset(cat, leave_one_out(inter), {"split": "loo"})
     (batch, targets), = list(evaluation_batches(ds, "test"))
-    assert cat.item_raw(batch.items[0]).tolist() == ["a", "b"] and cat.item_raw(targets[0]).tolist() == ["c"]
+    assert cat.item_raw(batch.items[0]).tolist() == ["a", "b", "a"] and batch.events[0].tolist() == [0, 0, 1]
+    assert cat.item_raw(targets[0]).tolist() == ["c"]
     (batch, targets), = list(evaluation_batches(ds, "val"))
-    assert cat.item_raw(batch.items[0]).tolist() == ["a"] and cat.item_raw(targets[0]).tolist() == ["b"]
+    assert cat.item_raw(batch.items[0]).tolist() == ["a"] and batch.events[0].tolist() == [0]  # a view, then
+    assert cat.item_raw(targets[0]).tolist() == ["b"]
 
 
 def test_user_holdout_keeps_heldout_users_out_of_train():
@@ -65,6 +113,14 @@ def test_user_holdout_keeps_heldout_users_out_of_train():
     assert not set(held) & set(f[f.split == TRAIN].uidx)
     share = (f.split == TEST_FOLD_IN).sum() / f.split.isin([TEST, TEST_FOLD_IN]).sum()
     assert 0.7 < share < 0.9
+
+
+def test_user_holdout_keeps_each_pair_on_one_side():
+    cat, inter = encode(random_funnel_log(seed=2))
+    f = user_holdout(inter, n_heldout=10, seed=0).frame
+    held = f[f.split.isin([TEST, TEST_FOLD_IN])]
+    assert held.repeat.any()  # funnel steps exist among held-out users
+    assert (held.groupby(["uidx", "iidx"]).split.nunique() == 1).all()
 
 
 def test_prepare_caches_parquet(tmp_path):

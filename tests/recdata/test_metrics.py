@@ -3,14 +3,42 @@ import math
 import numpy as np
 import pytest
 
-from recdata.metrics import RankingEvaluator, mask_seen, sampled_metrics, target_ranks, top_k
+from recdata.metrics import NonFiniteScores, RankingEvaluator, mask_seen, sampled_metrics, target_ranks, top_k
 
 
-def test_ranks_and_ties_follow_index_order():
+def test_ties_count_against_the_target():
     s = np.array([[0.1, 0.9, 0.5, 0.5]])
-    assert target_ranks(s, [2]).tolist() == [1]
-    assert target_ranks(s, [3]).tolist() == [2]  # tie with item 2 breaks by index
-    assert top_k(s, 3).tolist() == [[1, 2, 3]]
+    assert target_ranks(s, [1]).tolist() == [0]
+    assert target_ranks(s, [2]).tolist() == [2]  # tied with item 3: both count as ahead of each other
+    assert target_ranks(s, [3]).tolist() == [2]
+    assert target_ranks(np.zeros((1, 50)), [0]).tolist() == [49]  # a constant scorer ranks last
+    assert top_k(s, 3).tolist() == [[1, 2, 3]]  # lists still break ties by index, deterministically
+
+
+def test_a_tie_at_the_cut_off_is_no_hit():
+    ev = RankingEvaluator(20, ks=(10,))
+    ev.add(np.ones((1, 20)), [0])  # item 0 would be first by index, but 19 items tie with it
+    assert ev.result()["hr@10"] == 0.0 and ev.result()["mrr"] == pytest.approx(1 / 20)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_scores_raise(bad):
+    s = np.array([[0.1, bad, 0.5], [0.3, 0.2, 0.1]])
+    with pytest.raises(NonFiniteScores, match="1 of 2 users"):
+        target_ranks(s, [0, 0])
+    with pytest.raises(NonFiniteScores):
+        RankingEvaluator(3, ks=(1,)).add(s, [1, 0])
+    with pytest.raises(NonFiniteScores):
+        sampled_metrics(s, np.array([0, 0]), [np.array([], np.int64)] * 2, np.random.default_rng(0), n_neg=1, k=1)
+
+
+def test_top_k_matches_a_full_sort_with_ties_and_masks():
+    rng = np.random.default_rng(3)
+    scores = rng.integers(0, 6, size=(200, 40)).astype(float)  # many ties, some straddling the cut
+    scores[rng.random(scores.shape) < 0.3] = -np.inf
+    full = np.lexsort((np.broadcast_to(np.arange(40), scores.shape), -scores), axis=1)[:, :10]
+    full = np.where(np.take_along_axis(scores, full, axis=1) > -np.inf, full, -1)
+    assert top_k(scores, 10).tolist() == full.tolist()
 
 
 def test_top_k_never_returns_filtered_items():
