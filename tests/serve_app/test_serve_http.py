@@ -4,7 +4,7 @@ Two applications deployed from serve_app/config.yaml (the real deploy path, depl
   main -- popularity (a local folder); sequence (the same engine type through the MLflow registry,
           `models:/pop-serve@champion`); discovery pointed at a broken artifact (a real load failure);
           similarity, a replica 2 s slower than its 100 ms budget; decision: a real untrained
-          DecisionPolicy when models.dqn is in the tree, else the broken artifact.
+          DecisionPolicy (an import failure in models.dqn fails the module).
   down -- only the broken artifact and no decision engine: nothing can answer.
 """
 import json
@@ -57,18 +57,16 @@ def served(tmp_path_factory):
     broken.mkdir()
     (broken / "manifest.json").write_text(json.dumps({"engine": "popularity", "config": {}}))  # no catalog/weights
 
-    policy = None
-    try:  # the decision engine lands in its own branch; with it present, a real (untrained) policy
-        import torch
-        from envs.features import CANDIDATE_FEATURES
-        from models.dqn.network import QNetwork, QNetworkConfig
-        from models.dqn.policy import DecisionPolicy
-    except ImportError:
-        pass
-    else:
-        torch.manual_seed(0)
-        net = QNetwork(QNetworkConfig(n_features=len(CANDIDATE_FEATURES), history_len=8, d_model=16))
-        policy = DecisionPolicy(net, ds.catalog, CANDIDATE_FEATURES).save(tmp / "dqn")
+    # A real (untrained) decision policy: a broken models.dqn must fail here, not quietly turn the
+    # decision tests into the blend path.
+    import torch
+    from envs.features import CANDIDATE_FEATURES
+    from models.dqn.network import QNetwork, QNetworkConfig
+    from models.dqn.policy import DecisionPolicy
+
+    torch.manual_seed(0)
+    net = QNetwork(QNetworkConfig(n_features=len(CANDIDATE_FEATURES), history_len=8, d_model=16))
+    policy = DecisionPolicy(net, ds.catalog, CANDIDATE_FEATURES).save(tmp / "dqn")
 
     port, metrics_port = _free_port(), _free_port()
     ray.init(address="local", num_cpus=2, include_dashboard=False, _temp_dir=str(Path("/tmp") / f"rsvt{os.getpid()}"),
@@ -78,7 +76,7 @@ def served(tmp_path_factory):
     config = load_config(
         engines={"popularity": str(pop), "sequence": "models:/pop-serve@champion", "discovery": str(broken),
                  "similarity": str(pop)},
-        decision=str(policy or broken), port=port,
+        decision=str(policy), port=port,
         args={"candidates_per_engine": 20, "budgets_ms": budgets, "faults": {"similarity": {"delay_ms": 2000}}})
     main_app = config["applications"][0]
     down = {**main_app, "name": "down", "route_prefix": "/down",
@@ -90,8 +88,8 @@ def served(tmp_path_factory):
         for _ in range(2):  # first calls set up handles and channels
             httpx.post(f"{url}/recommend", json={"history": [100], "user_id": "warm"}, timeout=30)
         yield {"url": url, "catalog": ds.catalog, "counts": engine.counts, "version": version,
-               "metrics_port": metrics_port, "tmp": tmp, "policy": policy,
-               "degraded": {"discovery", "similarity"} | (set() if policy else {"decision"})}
+               "metrics_port": metrics_port, "tmp": tmp,
+               "degraded": {"discovery", "similarity"}}
     finally:
         ray.shutdown()  # takes Serve down with the cluster (serve.shutdown waits 30 s on a busy host)
         mp.undo()
@@ -116,15 +114,10 @@ def test_recommend_readme_shape_attributes_engines_and_reports_degraded(served, 
     assert len(body["items"]) == 10
     assert body["unknown_items"] == [999_999]
     assert set(body["degraded"]) == served["degraded"]   # broken artifact, over-budget similarity
-    assert body["ranker"] == ("decision" if served["policy"] else "blend")
+    assert body["ranker"] == "decision"
     assert not set(_items(r)) & set(known)                         # seen items filtered
     for it in body["items"]:
         assert it["engines"] and set(it["engines"]) <= {"popularity", "sequence"}
-    if not served["policy"]:  # blend of two popularity engines: the most popular unseen item first
-        counts = served["counts"].copy()
-        counts[cat.item_index(known)] = -1
-        assert body["items"][0]["item"] == cat.item_raw([int(np.argmax(counts))])[0]
-        assert body["items"][0]["engines"] == ["sequence", "popularity"]
 
 
 def test_recommend_filters_and_exclude(served, client):
@@ -178,7 +171,7 @@ def test_health_and_versions(served, client):
     assert h.status_code == 200
     assert h.json() == {"status": "degraded", "engines": {
         "popularity": "ok", "sequence": "ok", "discovery": "error", "similarity": "ok",
-        "decision": "ok" if served["policy"] else "error"}}
+        "decision": "ok"}}
     v = client.get("/version").json()
     assert v["engines"]["sequence"]["registry_version"] == served["version"] == "1"
     assert v["engines"]["sequence"]["uri"] == "models:/pop-serve@champion"
@@ -190,8 +183,6 @@ def test_health_and_versions(served, client):
 
 
 def test_decision_policy_reranks_the_union(served, client):
-    if not served["policy"]:
-        pytest.skip("models.dqn.policy / envs.features not in this tree yet (the decision engine's branch)")
     r = client.post("/recommend", json={"history": [100, 101, 999_999], "events": ["view", "cart", "view"], "k": 8})
     assert r.status_code == 200, r.text
     body = r.json()
