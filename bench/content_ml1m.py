@@ -4,11 +4,12 @@ tail (test items with < 20 training interactions).
 
     PYTHONPATH=. nice -n 10 python -m bench.content_ml1m [--data ../shared/data/ml-1m] [--threads 1]
 
-genre_precision@10: for every movie, the share of its 10 nearest movies (itself left out) that
-share at least one genre with it; random_genre_precision@10 is the same share for 10 movies drawn
-at random (computed exactly: the share of all other movies sharing a genre). The item text holds
-the genres, so the title-only figure (`title_only_genre_precision@10`, titles embedded alone) is
-the harder test of what the encoder knows. Prints tables; the LAST line is one JSON object.
+genre_precision@10 (the headline): for every movie, the share of its 10 nearest movies (itself left
+out) that share at least one genre with it, with the *titles alone* embedded -- what the encoder
+knows. random_genre_precision@10 is the same share for 10 movies drawn at random (computed exactly:
+the share of all other movies sharing a genre). `genre_precision@10_genres_in_text` embeds the
+engine's own item text, which contains the genres: circular as a test of the encoder (the answer is
+in the input), reported only as a labelled extra. Prints tables; the LAST line is one JSON object.
 """
 from __future__ import annotations
 
@@ -100,7 +101,8 @@ def main(argv=None) -> dict:
     title_emb = titles.encode(ds.catalog.items["title"].fillna("").astype(str).tolist())
     gp_title = genre_precision(title_emb, genres)
     rnd = random_genre_precision(genres)
-    print(f"genre precision@10: title+genres text {gp:.4f}, title only {gp_title:.4f}, random {rnd:.4f}")
+    print(f"genre precision@10 (titles only): {gp_title:.4f}; random {rnd:.4f}")
+    print(f"  labelled extra, circular (the embedded text contains the genres): {gp:.4f}")
 
     pop = PopularityEngine(catalog=ds.catalog).fit(ds.train)
     rows = {"content": evaluate(engine, ds, "test"), "popularity": evaluate(pop, ds, "test")}
@@ -110,7 +112,7 @@ def main(argv=None) -> dict:
     print(format_table(rows, keys, "user profile -> items, leave-one-out test, full ranking, seen filtered"))
     print(format_table(cold, keys, "cold tail: test items with < 20 training interactions"))
     out = {
-        "genre_precision@10": gp, "title_only_genre_precision@10": gp_title, "random_genre_precision@10": rnd,
+        "genre_precision@10": gp_title, "genre_precision@10_genres_in_text": gp, "random_genre_precision@10": rnd,
         "items_per_s": items_per_s, "encoder_load_s": load_s, "items": n,
         "hr@10": rows["content"]["hr@10"], "ndcg@10": rows["content"]["ndcg@10"],
         "pop_hr@10": rows["popularity"]["hr@10"], "pop_ndcg@10": rows["popularity"]["ndcg@10"],
