@@ -76,7 +76,8 @@ class Engine(abc.ABC):
 
     @abc.abstractmethod
     def score(self, batch: HistoryBatch) -> np.ndarray:
-        """[B, n_items] float scores; higher is better. Seen items are filtered by the caller."""
+        """[B, n_items] float scores, all finite; higher is better. Seen items are filtered by the
+        caller, on its own copy: the array returned may be a read-only view."""
 
     @abc.abstractmethod
     def _save_weights(self, folder: Path) -> None: ...

@@ -96,7 +96,7 @@ def evaluate(
             done += len(batch)
             continue  # keep scoring only to count every affected user; no metric from here on
         mask_seen(scores, batch.items)
-        ev.add(scores, targets)
+        ev.add(scores, targets, checked=True)
         if sampled_negatives:
             single = np.array([t[0] for t in targets])
             for key, vals in sampled_metrics(scores, single, batch.items, rng, sampled_negatives).items():

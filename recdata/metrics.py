@@ -37,10 +37,17 @@ def mask_seen(scores: np.ndarray, seen: list[np.ndarray]) -> np.ndarray:
 
 def nonfinite_rows(scores: np.ndarray, allow_neg_inf: bool = True) -> np.ndarray:
     """Boolean [B]: rows holding a NaN or +inf (or -inf, unless `allow_neg_inf`: the seen-item mask)."""
-    bad = np.isnan(scores) | (scores == np.inf)
-    if not allow_neg_inf:
-        bad |= scores == NEG_INF
-    return bad.any(axis=1)
+    # One pass: a row sum is NaN or +inf if the row holds NaN or +inf (or overflows: checked exactly
+    # below), -inf if it holds -inf only. Only the suspect rows get the element-wise check.
+    with np.errstate(invalid="ignore", over="ignore"):
+        row_sum = scores.sum(axis=1)
+    bad = ~np.isfinite(row_sum)
+    if allow_neg_inf:
+        bad &= row_sum != NEG_INF
+    for b in np.flatnonzero(bad):
+        row = scores[b]
+        bad[b] = bool(np.isnan(row).any() or (row == np.inf).any() or (not allow_neg_inf and (row == NEG_INF).any()))
+    return bad
 
 
 def check_finite(scores: np.ndarray, who: str = "model", allow_neg_inf: bool = True) -> None:
@@ -57,8 +64,11 @@ def target_ranks(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
     """Pessimistic 0-based rank of targets[b] in row b (one target per row): the number of other items
     scoring >= the target. Ties count against the target."""
     scores = np.asarray(scores)
-    t = np.asarray(targets, dtype=np.int64)
     check_finite(scores)
+    return _ranks(scores, np.asarray(targets, dtype=np.int64))
+
+
+def _ranks(scores: np.ndarray, t: np.ndarray) -> np.ndarray:
     ts = scores[np.arange(len(t)), t][:, None]
     return (scores >= ts).sum(axis=1) - 1
 
@@ -73,7 +83,7 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     if k == 0:
         return np.empty((B, 0), np.int64)
     if k < n:
-        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]                   # [B, k], unordered
+        part = np.argpartition(scores, n - k, axis=1)[:, n - k:]                # [B, k], unordered
         part_scores = np.take_along_axis(scores, part, axis=1)
         kth = part_scores.min(axis=1, keepdims=True)
         # A tie at the cut-off is ambiguous only if some item scoring kth was left out.
@@ -99,9 +109,11 @@ class RankingEvaluator:
         self.n = 0
         self.recommended = {k: np.zeros(n_items, bool) for k in self.ks}
 
-    def add(self, scores: np.ndarray, targets) -> None:
+    def add(self, scores: np.ndarray, targets, checked: bool = False) -> None:
+        """Scores [B, n_items] with seen items at -inf; `checked`: the caller already refused NaN/+inf."""
         scores = np.asarray(scores)
-        check_finite(scores)
+        if not checked:
+            check_finite(scores)
         lists = top_k(scores, max(self.ks))
         for k in self.ks:
             shown = lists[:, :k]
@@ -110,12 +122,13 @@ class RankingEvaluator:
         single = np.array([len(t) == 1 for t in tgts], bool)
         if single.any():  # leave-one-out: one vectorised pass over the batch
             rows = np.flatnonzero(single)
-            ranks = target_ranks(scores[rows], np.array([tgts[r][0] for r in rows]))
+            sub = scores if len(rows) == len(scores) else scores[rows]
+            ranks = _ranks(sub, np.array([tgts[r][0] for r in rows], np.int64))
             self._add_ranks(ranks, np.ones(len(rows), np.int64))
         for b in np.flatnonzero(~single):  # several targets (user-holdout)
             if len(tgts[b]) == 0:
                 continue
-            ranks = target_ranks(np.broadcast_to(scores[b], (len(tgts[b]), scores.shape[1])), tgts[b])
+            ranks = _ranks(np.broadcast_to(scores[b], (len(tgts[b]), scores.shape[1])), tgts[b])
             self._add_ranks(ranks[None, :], np.array([len(tgts[b])]))
 
     def _add_ranks(self, ranks: np.ndarray, n_targets: np.ndarray) -> None:

@@ -38,7 +38,8 @@ class PopularityEngine(Engine):
         return self
 
     def score(self, batch: HistoryBatch) -> np.ndarray:
-        return np.broadcast_to(self.counts, (len(batch), len(self.counts))).copy()  # [B, n_items]
+        # A read-only view: every caller copies before masking, so a second copy here would be waste.
+        return np.broadcast_to(self.counts, (len(batch), len(self.counts)))  # [B, n_items]
 
     def _save_weights(self, folder: Path) -> None:
         np.save(folder / "counts.npy", self.counts)
