@@ -131,3 +131,18 @@ def test_prepare_caches_parquet(tmp_path):
     again = PreparedDataset.load(folder)
     assert again.catalog.n_items == 1682 and len(again.interactions) == 100000
     assert (again.interactions.frame.split == TEST).sum() == 943
+
+
+@pytest.mark.parametrize("name", ["ml-1m", "amazon-toys"])
+def test_logs_without_repeats_split_as_plain_leave_one_out(name, tmp_path):
+    """ML-1M and the Amazon sets hold no repeated (user, item) pair, so the leak-free preparation must
+    give exactly the positional split the published tables use (last -> test, second-to-last -> val):
+    their prepared data, and so SASRec's ML-1M figures, are unchanged by it."""
+    ds = prepare("sasrec", shared_data(name), cache_dir=tmp_path)
+    f = ds.interactions.frame
+    assert ds.meta["repeat_rows"] == 0 and ds.meta["rows_after_test"] == 0
+    n = f.groupby("uidx").uidx.transform("size").to_numpy()
+    from_end = n - 1 - f.groupby("uidx").cumcount().to_numpy()
+    expected = np.where(n < 3, TRAIN, np.select([from_end == 0, from_end == 1], [TEST, VAL], TRAIN))
+    assert (f.split.to_numpy() == expected).all()
+    assert len(f) == ds.meta["rows_read"]  # nothing collapsed
