@@ -20,13 +20,23 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = (REPO / ".." / "shared" / "data").resolve()
 
 _MEASURE = r"""
-import resource, sys, time
+import sys, time
 from recdata.loaders import load_rees46
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def status(key):
+    return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith(key))
+
+
+# Start the peak counter here (Linux: writing 5 to clear_refs resets VmHWM to the current RSS), so
+# the import's own transient peak does not hide the loader's; ru_maxrss cannot be reset.
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")
+base = status("VmRSS:")
 t = time.perf_counter()
 log = load_rees46(sys.argv[1], chunksize=int(sys.argv[2]))
 dt = time.perf_counter() - t
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+peak = status("VmHWM:")
 print(len(log.events), log.bad_rows.total, dt, (peak - base) / 1024, log.events.memory_usage(deep=True).sum() / 2**20)
 """
 
