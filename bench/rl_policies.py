@@ -24,35 +24,15 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
+from scipy.spatial.distance import jensenshannon  # noqa: E402
 
-from envs.shopping import PURCHASE, ShopperSim, SimConfig, logging_policy, run_episodes  # noqa: E402
+from envs.policies import blended, ci95, dqn_actor, evaluate_policy, greedy  # noqa: E402
+from envs.shopping import RewardConfig, ShopperSim, SimConfig, logging_policy  # noqa: E402
 from envs.user_model import UserModel  # noqa: E402
-
-ENGINES = ("sequence", "discovery", "similarity", "popularity")
-
-
-def evaluate_policy(um: UserModel, cfg: SimConfig, actor, n_episodes: int, seed: int = 0) -> dict:
-    sim = ShopperSim(um, cfg, n=n_episodes, seed=seed)
-    return run_episodes(sim, actor, np.random.default_rng(seed))
-
-
-def dqn_actor(policy, chunk: int = 4096):
-    def act(sim: ShopperSim) -> np.ndarray:
-        out = np.empty(sim.n, np.int64)
-        for s in range(0, sim.n, chunk):
-            sl = slice(s, s + chunk)
-            q = policy.q_values(sim.hist_items[sl], sim.hist_events[sl], sim.feats[sl], sim.cand[sl])
-            out[sl] = q.argmax(1)
-        return out
-    return act
-
-
-def greedy(j):
-    return lambda sim: sim.feats[:, :, j].argmax(1)
-
-
-def blended(sim):
-    return sim.feats[:, :, :4].mean(2).argmax(1)
+from models.dqn.policy import DecisionPolicy  # noqa: E402
+from reccore import tracking  # noqa: E402
+from reccore.constants import ENGINE_ROLES as ENGINES  # noqa: E402
+from trainers.train_dqn import build_config, parse_args  # noqa: E402
 
 
 def myopic_oracle(sim: ShopperSim) -> np.ndarray:
@@ -69,10 +49,6 @@ def myopic_oracle(sim: ShopperSim) -> np.ndarray:
         q = sim.conversion_prob(it, ni)
         value[:, k] = pc * ((1 - q) * rc.view + q * (sh * sim.purchase_value(it) + (1 - sh) * rc.cart))
     return value.argmax(1)
-
-
-def ci95(x: np.ndarray) -> float:
-    return float(1.96 * x.std(ddof=1) / np.sqrt(len(x)))
 
 
 def sim_to_real_gap(um: UserModel, cfg: SimConfig, n: int = 5000, seed: int = 0) -> dict:
@@ -100,9 +76,7 @@ def sim_to_real_gap(um: UserModel, cfg: SimConfig, n: int = 5000, seed: int = 0)
         c = np.bincount(x, minlength=n_bins).astype(float)
         return c / max(c.sum(), 1)
     p_sim, p_real = dist(s_items, um.n_items), dist(r_items, um.n_items)
-    m = (p_sim + p_real) / 2
-    js = 0.5 * np.sum(np.where(p_sim > 0, p_sim * np.log2(np.maximum(p_sim, 1e-300) / np.maximum(m, 1e-300)), 0)) + \
-        0.5 * np.sum(np.where(p_real > 0, p_real * np.log2(np.maximum(p_real, 1e-300) / np.maximum(m, 1e-300)), 0))
+    js = jensenshannon(p_sim, p_real, base=2) ** 2  # scipy gives the distance: its square is the divergence
     c_sim, c_real = dist(um.item_cat[s_items], len(um.categories)), dist(um.item_cat[r_items], len(um.categories))
     mix = lambda e: np.bincount(np.asarray(e, np.int64), minlength=3)[:3] / max(len(e), 1)  # noqa: E731
     return {"item_js_divergence": float(js), "category_tv_distance": float(0.5 * np.abs(c_sim - c_real).sum()),
@@ -142,8 +116,6 @@ def off_policy_estimate(um: UserModel, cfg: SimConfig, target_actor, n: int = 20
 
 def rllib_throughput(um_dir: str, sim_cfg: SimConfig, runners: int, seconds: float = 20.0) -> float:
     """Env steps/s that RLlib samples (learning on) with this many env runners; tiny network."""
-    from trainers.train_dqn import build_config, parse_args
-
     args = parse_args(["--num-env-runners", str(runners), "--timesteps", "100000", "--d-model", "32", "--n-layers", "1"])
     cfg = build_config({"user_model": um_dir, "sim": {"click_max": sim_cfg.click_max}, "seed": 0}, args)
     algo = cfg.build_algo()
@@ -181,9 +153,6 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
     if args.episodes < 500:
         raise SystemExit("--episodes must be >= 500 for the confidence intervals to mean something")
-    from trainers import tracking
-    from models.dqn.policy import DecisionPolicy
-
     work = Path(args.work) if args.work else tracking.work_dir() / "dqn"
     if not (work / "policy" / "manifest.json").exists():
         raise SystemExit(f"no trained policy in {work}/policy; run `python -m trainers.train_dqn` first")
@@ -191,7 +160,6 @@ def main(argv=None) -> dict:
     um = UserModel.load(work / "user_model")
     sc = policy.meta["sim_config"]
     cfg = SimConfig(**{k: (tuple(v) if k == "slots" else v) for k, v in sc.items() if k != "reward"})
-    from envs.shopping import RewardConfig
     cfg.reward = RewardConfig(**sc["reward"])
 
     rng = np.random.default_rng(args.seed)
@@ -229,7 +197,7 @@ def main(argv=None) -> dict:
     print(f"\nsimulator alone (vectorized, 1024 shoppers, 1 process): {sps:,.0f} env steps/s")
     thr = {}
     if args.rllib_throughput:
-        import ray
+        import ray  # lazy: only the optional RLlib throughput study starts Ray
 
         ray.init(address="local", num_cpus=3, include_dashboard=False, log_to_driver=False,
                  runtime_env={"env_vars": {"RLLIB_TEST_NO_TF_IMPORT": "1",

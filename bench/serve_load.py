@@ -35,6 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
+from serve_app.prometheus import batch_stats
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / ".." / "shared" / "data" / "ml-1m"
 ROLES = ("sequence", "discovery", "similarity", "popularity")
@@ -148,23 +150,6 @@ def running_replicas() -> dict[str, int]:
 
     deps = serve.status().applications["recsys"].deployments
     return {name: int(d.replica_states.get("RUNNING", 0)) for name, d in deps.items()}
-
-
-def batch_stats(metrics_port: int) -> tuple[float, float]:
-    """(batches, requests) so far of the ingress's exact batch counters, read from
-    Ray's Prometheus export (the same numbers the dashboard's metrics show)."""
-    import httpx
-
-    try:
-        text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
-    except httpx.HTTPError:
-        return 0.0, 0.0
-
-    def total(name):
-        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                   if not line.startswith("#") and line.split("{")[0].split(" ")[0].endswith(name))
-
-    return total("recsys_recommend_batches_total"), total("recsys_recommend_batched_requests_total")
 
 
 def build_artifacts(tmp: Path, data: Path, fmt: str = "sasrec") -> tuple[str, object]:

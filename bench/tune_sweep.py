@@ -32,7 +32,7 @@ def main(argv=None) -> int:
     from models.base import config_from_dict, get_engine_class
     from recdata.dataset import prepare
     from recdata.evaluation import evaluate
-    from trainers import tracking
+    from reccore import tracking
     from trainers.tune import load_sweep, run_sweep, trial_epochs
 
     sweep = load_sweep(REPO / "tune_configs" / f"{args.engine}.yaml")

@@ -25,7 +25,8 @@ import scipy.sparse as sp
 from models.popularity import PopularityEngine
 from models.vae import VAEConfig, VAEEngine, to_cornac
 from recdata.dataset import VAL, VAL_FOLD_IN, PreparedDataset, prepare
-from recdata.evaluation import HistoryBatch, evaluate, format_table
+from recdata.evaluation import evaluate, format_table
+from recdata.schema import HistoryBatch
 from recdata.schema import EventWeights
 
 KEYS = ["recall@20", "ndcg@20", "hr@10", "ndcg@10", "mrr", "coverage@20"]

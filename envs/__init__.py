@@ -1,6 +1,7 @@
 """Shopping simulator: user model fitted on logs (user_model), vectorized core (shopping), Gymnasium
-env + registration (env), candidate features shared with serving (features)."""
-from envs.env import ShoppingEnv, register_gym, register_rllib  # noqa: F401
-from envs.shopping import ENV_ID, RLLIB_ENV  # noqa: F401
+env and its registration (env), policy evaluation in the simulator (policies). The DQN's candidate
+features live with the DQN (models/dqn/features.py).
 
-register_gym()
+Importing this package registers nothing: call `envs.env.register_gym()` before
+`gymnasium.make("recsys/Shopping-v0", ...)` and `envs.env.register_rllib()` before naming the env in an
+RLlib config."""

@@ -1,7 +1,7 @@
 """Gymnasium env of one shopper's session (over the vectorized core) and its registration by name.
 
-    import envs; gymnasium.make("recsys/Shopping-v0", env_config={"data": "../shared/data/rees46-oct2019-head"})
-    envs.register_rllib()  ->  DQNConfig().environment("recsys-shopping", env_config={...})
+    envs.env.register_gym(); gymnasium.make("recsys/Shopping-v0", env_config={"data": "../shared/data/rees46-oct2019-head"})
+    envs.env.register_rllib()  ->  DQNConfig().environment("recsys-shopping", env_config={...})
 
 env_config keys: data (path of a log), fmt (loader format, default rees46), user_model (a folder saved by
 UserModel.save; used instead of data when given), funnel_data (REES46-format log calibrating the funnel
@@ -19,6 +19,10 @@ import numpy as np
 
 from envs.shopping import ENV_ID, RLLIB_ENV, RewardConfig, ShopperSim, SimConfig, observation_space
 from envs.user_model import UserModel
+from reccore.config import config_from_dict
+from reccore.constants import PURCHASE
+from recdata.dataset import Catalog
+from recdata.loaders import load
 
 DEFAULT_FUNNEL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "rees46-oct2019-head"
 _CACHE: dict = {}
@@ -26,8 +30,6 @@ _CACHE: dict = {}
 
 def sim_config(values: dict | None) -> SimConfig:
     """dict -> SimConfig; unknown keys fail with the valid ones."""
-    from models.base import config_from_dict
-
     values = dict(values or {})
     reward = config_from_dict(RewardConfig, values.pop("reward", None), "sim.reward")
     if "slots" in values:
@@ -49,12 +51,9 @@ def user_model(env_config: dict) -> UserModel:
     fmt = env_config.get("fmt", "rees46")
     key = ("data", fmt, str(Path(data).resolve()), str(env_config.get("funnel_data")))
     if key not in _CACHE:
-        from recdata.dataset import Catalog
-        from recdata.loaders import load
-
         log = load(fmt, data)
         funnel = env_config.get("funnel_data") or (str(DEFAULT_FUNNEL) if DEFAULT_FUNNEL.exists() else None)
-        funnel_log = load("rees46", funnel) if funnel and (log.events["event"] == 2).sum() < 20 else None
+        funnel_log = load("rees46", funnel) if funnel and (log.events["event"] == PURCHASE).sum() < 20 else None
         _CACHE[key] = UserModel.fit(log, Catalog.from_log(log), funnel_log=funnel_log,
                                     funnel_source=str(funnel) if funnel_log is not None else "")
     return _CACHE[key]
@@ -109,7 +108,7 @@ def register_gym() -> None:
 def register_rllib() -> str:
     """Register the env with Ray Tune/RLlib by name; returns the name."""
     os.environ.setdefault("RLLIB_TEST_NO_TF_IMPORT", "1")
-    from ray import tune
+    from ray import tune  # lazy: Ray (and RLlib's import of TensorFlow) only where the env goes to RLlib
 
     tune.register_env(RLLIB_ENV, make_env)
     return RLLIB_ENV

@@ -32,10 +32,11 @@ from dataclasses import dataclass, field
 import gymnasium as gym
 import numpy as np
 
-from envs.features import CANDIDATE_FEATURES, N_FEATURES
 from envs.user_model import UserModel
+from models.dqn.features import ENGINES, N_FEATURES, rank_normalize_rows
+from reccore.constants import CART, PURCHASE, VIEW
 
-SKIP, VIEW, CART, PURCHASE = -1, 0, 1, 2     # response codes (VIEW/CART/PURCHASE = recdata event codes)
+SKIP = -1                                    # response code of a skip; VIEW/CART/PURCHASE are event codes
 HIST_SKIP = 3                                # history event code of a skipped (shown, not clicked) item
 ENV_ID = "recsys/Shopping-v0"
 RLLIB_ENV = "recsys-shopping"
@@ -206,8 +207,8 @@ class ShopperSim:
         for k_, v in scores.items():
             self.scores.setdefault(k_, np.zeros((self.n, cfg.n_candidates)))[idx] = v
         f = self.feats
-        for j, k_ in enumerate(("sequence", "discovery", "similarity", "popularity")):
-            f[idx, :, j] = rank_rows(scores[k_])
+        for j, k_ in enumerate(ENGINES):
+            f[idx, :, j] = rank_normalize_rows(scores[k_])
         f[idx, :, 4] = np.log1p(np.exp(lp)) if um.has_price else 0.0
         f[idx, :, 5] = um.item_cat[cand] == cat_last[:, None]
         f[idx, :, 6] = 1.0
@@ -287,7 +288,8 @@ class ShopperSim:
                 "cand_items": self.cand[rows].copy(), "cand_feats": self.feats[rows].copy()}
 
 
-def logging_policy(sim: "ShopperSim", rng: np.random.Generator, temperature: float = 0.1) -> np.ndarray:
+def logging_policy(sim: "ShopperSim", rng: np.random.Generator,
+                   temperature: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
     """A production-like logging policy: softmax over the blended (mean rank-normalized) engine score.
     Returns (actions [N], propensities [N])."""
     blend = sim.feats[:, :, :4].mean(2) / temperature
@@ -332,13 +334,6 @@ def fit_click_max(um: UserModel, cfg: SimConfig, n: int = 4000, seed: int = 0) -
         lo, hi = (mid, hi) if got < target else (lo, mid)
     _FIT_CACHE[key] = round((lo + hi) / 2, 4)
     return _FIT_CACHE[key]
-
-
-def rank_rows(s: np.ndarray) -> np.ndarray:
-    """Row-wise envs.features.rank_normalize for NaN-free [N, K] (ties share their mean rank)."""
-    less = (s[:, :, None] > s[:, None, :]).sum(-1)
-    eq = (s[:, :, None] == s[:, None, :]).sum(-1)
-    return ((less + (eq - 1) / 2.0 + 1.0) / s.shape[1]).astype(np.float32)
 
 
 def observation_space(cfg: SimConfig, n_items: int) -> gym.spaces.Dict:

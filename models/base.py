@@ -15,43 +15,23 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import importlib
 import json
 import time
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import ClassVar, Self
 
 import numpy as np
-import yaml
 
+from reccore.config import config_from_dict, load_config
 from recdata.dataset import Catalog, Interactions
-from recdata.evaluation import HistoryBatch
 from recdata.metrics import NEG_INF, mask_seen, top_k
+from recdata.schema import HistoryBatch
+
+__all__ = ["ENGINE_MODULES", "Engine", "config_from_dict", "get_engine_class", "load_config"]
 
 ARTIFACT_VERSION = 1
 _REGISTRY: dict[str, type["Engine"]] = {}
-
-
-def config_from_dict(cls: type, values: dict[str, Any] | None, where: str = "config") -> Any:
-    """Build a config dataclass, failing on unknown keys with the list of valid ones."""
-    values = dict(values or {})
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(fields))
-    if unknown:
-        raise ValueError(
-            f"unknown key(s) {unknown} in {where} for {cls.__name__}; valid keys: {sorted(fields)}"
-        )
-    return cls(**values)
-
-
-def load_config(cls: type, path: str | Path | None = None, **overrides) -> Any:
-    """YAML file (optional) + keyword overrides -> config dataclass; unknown keys fail."""
-    values = {}
-    if path is not None:
-        values = yaml.safe_load(Path(path).read_text()) or {}
-        if not isinstance(values, dict):
-            raise ValueError(f"{path} must hold a mapping of {cls.__name__} fields")
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    return config_from_dict(cls, values, str(path or "overrides"))
 
 
 class Engine(abc.ABC):
@@ -164,8 +144,6 @@ ENGINE_MODULES = {
 
 
 def get_engine_class(name: str) -> type[Engine]:
-    import importlib
-
     if name not in _REGISTRY and name in ENGINE_MODULES:
         importlib.import_module(ENGINE_MODULES[name])
     if name not in _REGISTRY:

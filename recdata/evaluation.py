@@ -7,33 +7,13 @@ events are the history and their remaining events the targets (the Mult-VAE prot
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Iterator, Protocol
 
 import numpy as np
 
 from recdata.dataset import TEST, TEST_CONTEXT, TEST_FOLD_IN, TRAIN, VAL, VAL_FOLD_IN, PreparedDataset
 from recdata.metrics import NonFiniteScores, RankingEvaluator, mask_seen, nonfinite_rows, sampled_metrics
-
-
-@dataclass
-class HistoryBatch:
-    """What every engine scores: B users' time-ordered histories (dense item indices + event codes).
-    `users` holds dense user indices where known (-1 for a user the model never saw)."""
-
-    items: list[np.ndarray]
-    events: list[np.ndarray]
-    users: np.ndarray | None = None
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    @classmethod
-    def of(cls, items: list, events: list | None = None, users=None) -> "HistoryBatch":
-        items = [np.asarray(s, dtype=np.int64) for s in items]
-        events = [np.asarray(e, dtype=np.int8) for e in events] if events is not None else [
-            np.zeros(len(s), np.int8) for s in items]
-        return cls(items, events, None if users is None else np.asarray(users, dtype=np.int64))
+from recdata.schema import HistoryBatch
 
 
 class Scorer(Protocol):

@@ -20,17 +20,19 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from reccore.constants import CART, PURCHASE, VIEW
+
 EVENT_COLUMNS = ("user", "item", "ts", "event", "weight")
 ITEM_TEXT_COLUMNS = ("title", "brand", "category", "price", "genres")
 
 
 class EventType(enum.IntEnum):
-    """Shopper actions, ordered by intent. Sources without event types (ratings, `user item` files)
-    record every interaction as a VIEW."""
+    """Shopper actions, ordered by intent (codes from `reccore.constants`). Sources without event types
+    (ratings, `user item` files) record every interaction as a VIEW."""
 
-    VIEW = 0
-    CART = 1
-    PURCHASE = 2
+    VIEW = VIEW
+    CART = CART
+    PURCHASE = PURCHASE
 
     @classmethod
     def parse(cls, name: str) -> "EventType":
@@ -64,6 +66,26 @@ class EventWeights:
 
     def of(self, event_codes: np.ndarray) -> np.ndarray:
         return self.as_array()[np.asarray(event_codes, dtype=np.int64)]
+
+
+@dataclass
+class HistoryBatch:
+    """What every engine scores: B users' time-ordered histories (dense item indices + event codes).
+    `users` holds dense user indices where known (-1 for a user the model never saw)."""
+
+    items: list[np.ndarray]
+    events: list[np.ndarray]
+    users: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    @classmethod
+    def of(cls, items: list, events: list | None = None, users=None) -> "HistoryBatch":
+        items = [np.asarray(s, dtype=np.int64) for s in items]
+        events = [np.asarray(e, dtype=np.int8) for e in events] if events is not None else [
+            np.zeros(len(s), np.int8) for s in items]
+        return cls(items, events, None if users is None else np.asarray(users, dtype=np.int64))
 
 
 # How many line numbers to keep per reason: counts are always exact, the list is for a person to look at.

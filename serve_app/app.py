@@ -379,9 +379,9 @@ def _init_tracking_store(tracking_uri: str | None) -> None:
     if tracking_uri:
         os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
     try:
-        from trainers import tracking
+        from reccore import tracking
 
-        tracking._mlflow().MlflowClient().search_registered_models(max_results=1)
+        tracking.configured_mlflow().MlflowClient().search_registered_models(max_results=1)
     except Exception as e:  # the replicas report the real error per engine
         logger.warning("MLflow store %s not reachable from the app builder: %s", tracking_uri, e)
 

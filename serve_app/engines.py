@@ -6,7 +6,7 @@
   `@serve.batch`: concurrent requests are scored as one `HistoryBatch`, one `engine.score` call. It
   also answers `similar` (item -> items, text -> items) for the similarity role.
 - `DecisionRanker`: the DQN policy (`models.dqn.policy.DecisionPolicy`) re-ranking the union of the
-  retrieval candidates from features built by `envs.features.build_candidate_features`.
+  retrieval candidates from features built by `models.dqn.features.build_candidate_features`.
 - `SessionStore`: live events appended by `POST /events`, bounded (LRU on sessions, TTL, max length).
 
 Ids cross the handles as the catalog's raw ids (int or str), never dense indices: each artifact maps
@@ -52,7 +52,7 @@ def registry_version(uri: str) -> str | None:
         return None
     rest = str(uri)[len("models:/"):]
     if "@" in rest:
-        from trainers import tracking
+        from reccore import tracking
 
         name, alias = rest.split("@", 1)
         return tracking.model_version(name, alias)
@@ -64,7 +64,7 @@ def load_artifact_folder(uri: str, tracking_uri: str | None = None) -> tuple[Pat
     """Resolve a URI to a local folder (downloading from MLflow) and describe it for /version."""
     if tracking_uri:
         os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
-    from trainers import tracking
+    from reccore import tracking
 
     for attempt in range(4):  # a fresh sqlite store being created by a sibling replica: retry
         try:
@@ -172,7 +172,7 @@ class EngineServer:
             folder, info = load_artifact_folder(self.uri, tracking_uri)
             self.engine, runtime = load_for_serving(folder)
             info["runtime"] = runtime
-            from recdata.evaluation import HistoryBatch
+            from recdata.schema import HistoryBatch
 
             self.engine.score(HistoryBatch.of([[0]]))  # warm-up: lazy framework init off the request path
             self._info.update(info, n_items=self.engine.n_items,
@@ -196,7 +196,7 @@ class EngineServer:
         self.check()
         if not reqs:
             return []
-        from recdata.evaluation import HistoryBatch
+        from recdata.schema import HistoryBatch
 
         cat = self.engine.catalog
         hist, events, unknown, users = [], [], [], []
@@ -352,7 +352,7 @@ class LocalEngine:
 class DecisionRanker:
     """Q-values of the DQN policy for each candidate of the retrieval union.
 
-    Contract (models/dqn/policy.py, envs/features.py): `DecisionPolicy.load(folder)` with attributes
+    Contract (models/dqn/policy.py, models/dqn/features.py): `DecisionPolicy.load(folder)` with attributes
     feature_names, history_len, catalog; `q_values(hist_items [B,L] int64, hist_events [B,L] int8,
     cand_feats [B,K,F] float32, cand_items [B,K] int64) -> [B,K]`; `build_candidate_features(
     engine_scores {role: [K] with NaN where the engine did not propose it}, prices, categories,
@@ -366,7 +366,7 @@ class DecisionRanker:
             import torch
 
             torch.set_num_threads(1)
-            from envs.features import build_candidate_features
+            from models.dqn.features import build_candidate_features
             from models.dqn.policy import DecisionPolicy
 
             folder, info = load_artifact_folder(self.uri, tracking_uri)

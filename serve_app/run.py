@@ -47,7 +47,7 @@ def load_config(path: str | Path = CONFIG, engines: dict | None = None, decision
     a["engines"] = {r: _absolute(u) for r, u in a["engines"].items() if u}
     a["decision"] = _absolute(a.get("decision"))
     if not a.get("tracking_uri"):
-        from trainers import tracking
+        from reccore import tracking
 
         a["tracking_uri"] = tracking.tracking_uri()
     hosted = set(a.get("in_ingress") or [])  # roles loaded inside the ingress have no deployment

@@ -1,18 +1,28 @@
-"""Options every job shares: where the data is and how to read it."""
+"""Options every job shares: where the data is and how to read it.
+
+The one dialect of data flags, for every trainer and benchmark: `--format` (a loader name) and
+`--path` (file or folder), plus `--map` / `--event-map` for the csv format.
+"""
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
+from reccore.paths import work_dir
 from recdata.loaders import FORMATS
 from recdata.schema import DataError
 
 
-def add_data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+def add_data_args(p: argparse.ArgumentParser, required: bool = True, default_format: str = "sasrec",
+                  default_path: str | None = None) -> None:
+    """`--format` (dest `fmt`) and `--path`; with `required=False` they default to the given ones."""
     g = p.add_argument_group("data")
-    g.add_argument("--format", dest="fmt", choices=FORMATS, default="sasrec" if not required else None,
-                   required=required, help="input format")
-    g.add_argument("--path", required=required, help="file or folder of the event log")
+    g.add_argument("--format", dest="fmt", choices=FORMATS, default=None if required else default_format,
+                   required=required, help="input format" + ("" if required else f" (default {default_format})"))
+    g.add_argument("--path", required=required, default=None if required else default_path,
+                   help="file or folder of the event log" + ("" if required or not default_path
+                                                            else f" (default {default_path})"))
     g.add_argument("--map", action="append", default=[], metavar="OURS=THEIRS",
                    help="csv format: column mapping, e.g. --map user=customer_id --map item=sku "
                         "(ours: user item ts event title brand category price)")
@@ -43,8 +53,6 @@ def load_kwargs(args: argparse.Namespace) -> dict:
 
 
 def prepared_cache() -> Path:
-    from trainers.tracking import work_dir
-
     return work_dir() / "prepared"
 
 
@@ -52,6 +60,4 @@ def ray_address(explicit: str | None = None) -> str:
     """Where a job's Ray lives: the address given, else the cluster `ray job submit` runs us on
     (RAY_ADDRESS), else a private local one -- never an unrelated `ray start` cluster that happens
     to run on the same machine (plain `ray.init()` would attach to it)."""
-    import os
-
     return explicit or os.environ.get("RAY_ADDRESS") or "local"

@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     import ray
 
     from recdata.synthetic import SyntheticConfig, write_csv
-    from trainers import tracking
+    from reccore import tracking
     from trainers.pipeline import load_pipeline_config, run_pipeline
 
     data = tracking.work_dir() / "demo" / f"synthetic-u{args.users}-i{args.items}-s{args.seed}.csv"

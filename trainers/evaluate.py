@@ -47,7 +47,7 @@ def run_evaluation(args: argparse.Namespace) -> dict[str, dict]:
     rows: dict[str, dict] = {}
     pop = PopularityEngine(catalog=ds.catalog).timed_fit(ds.train)
     if args.artifact:
-        from trainers.tracking import resolve_artifact
+        from reccore.tracking import resolve_artifact
 
         engine = Engine.load(resolve_artifact(args.artifact))
         if engine.catalog.n_items != ds.catalog.n_items:
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
                            f"labelled extra: target among {args.sampled} sampled negatives (not comparable "
                            "to full ranking)"))
     if not args.no_mlflow:
-        from trainers import tracking
+        from reccore import tracking
 
         with tracking.run("evaluation", run_name=f"{'+'.join(rows)}-{args.fmt}"):
             tracking.log_params({"format": args.fmt, "path": args.path, "split": args.split,

@@ -124,7 +124,7 @@ def _run_stage(spec: StageSpec, ctx: StageContext) -> dict:
     else:
         import mlflow
 
-        from trainers import tracking
+        from reccore import tracking
 
         with mlflow.start_run(run_name=spec.name, parent_run_id=ctx.parent_run_id,
                               experiment_id=tracking.experiment_id("pipeline")):
@@ -163,7 +163,7 @@ def _with_upstream(names: list[str]) -> list[StageSpec]:
 def run_pipeline(data: dict, config: PipelineConfig, force: bool = False, address: str | None = None) -> dict:
     import ray
 
-    from trainers import tracking
+    from reccore import tracking
 
     work = tracking.work_dir()
     record_dir = work / "pipeline"

@@ -23,7 +23,7 @@ def train(ds, options: dict | None = None, register: bool = True) -> dict:
     from models.content import ContentConfig, ContentEngine
     from models.popularity import PopularityEngine
     from recdata.evaluation import evaluate, format_table
-    from trainers import tracking
+    from reccore import tracking
 
     config = config_from_dict(ContentConfig, options, "content options")
     engine = ContentEngine(config, ds.catalog)
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     from models.base import load_config
     from models.content import ContentConfig
     from recdata.dataset import prepare
-    from trainers import tracking
+    from reccore import tracking
 
     try:
         config = load_config(ContentConfig, args.config, model_path=args.model_path, batch_size=args.batch_size,

@@ -1,7 +1,7 @@
 """Train the decision engine: RLlib DQN (new API stack, torch) with the Transformer Q-network on the
 calibrated shopping simulator; log to MLflow; export a plain-torch artifact and register dqn@champion.
 
-    python -m trainers.train_dqn --data ../shared/data/rees46-oct2019-head --timesteps 200000
+    python -m trainers.train_dqn --format rees46 --path ../shared/data/rees46-oct2019-head --timesteps 200000
     ray job submit --working-dir . -- python -m trainers.train_dqn --num-env-runners 4 --envs-per-runner 8
 
 Restarting the same command resumes from `<out>/checkpoint` (algorithm, module and optimizer state) and
@@ -14,20 +14,30 @@ import os
 os.environ.setdefault("RLLIB_TEST_NO_TF_IMPORT", "1")  # before any ray.rllib import: no TensorFlow in RL
 
 import argparse  # noqa: E402
+import dataclasses  # noqa: E402
 import json  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from envs.env import register_rllib, user_model  # noqa: E402
+from envs.policies import dqn_actor, evaluate_policy  # noqa: E402
+from envs.shopping import SimConfig, fit_click_max  # noqa: E402
+from envs.user_model import UserModel  # noqa: E402
+from models.dqn.features import CANDIDATE_FEATURES  # noqa: E402
+from models.dqn.network import QNetwork  # noqa: E402
+from models.dqn.policy import DecisionPolicy  # noqa: E402
+from reccore import tracking  # noqa: E402
+from trainers.common import add_data_args, load_kwargs  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = str(REPO / ".." / "shared" / "data" / "rees46-oct2019-head")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m trainers.train_dqn", description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", "--path", default=str(REPO / ".." / "shared" / "data" / "rees46-oct2019-head"),
-                   help="event log the user model is fitted on")
-    p.add_argument("--fmt", "--format", default="rees46", help="loader format of --data (rees46, sasrec, recbole, csv)")
+    add_data_args(p, required=False, default_format="rees46", default_path=DEFAULT_DATA)  # the user model's log
     p.add_argument("--out", default=None, help="work folder (checkpoint, user model); default $RECSYS_HOME/dqn")
     p.add_argument("--timesteps", type=int, default=150_000, help="total env steps to train for")
     p.add_argument("--time-budget-s", type=float, default=None, help="stop this invocation after this many seconds")
@@ -51,11 +61,11 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def build_config(env_config: dict, args: argparse.Namespace):
     """The fluent DQNConfig (also used by the tests and the benchmark)."""
+    # Lazy: RLlib (and Ray) load only when an algorithm is built, not when the options are parsed.
     from ray.rllib.algorithms.dqn import DQNConfig
     from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
-    from envs import register_rllib
-    from models.dqn.rl_module import TransformerDQNModule
+    from models.dqn.rl_module import TransformerDQNModule  # subclasses an RLlib module: needs RLlib
 
     name = register_rllib()
     eps_steps = args.epsilon_steps or max(int(0.4 * args.timesteps), 1000)
@@ -87,12 +97,6 @@ def epsilon_at(schedule, t: float) -> float:
 
 def export_policy(algo, user_model, folder: Path, meta: dict | None = None):
     """The learner's Q-network -> plain-torch DecisionPolicy artifact (no Ray needed to load it)."""
-    import torch
-
-    from envs.features import CANDIDATE_FEATURES
-    from models.dqn.network import QNetwork
-    from models.dqn.policy import DecisionPolicy
-
     module = learner_module(algo)
     net = QNetwork(module.encoder.cfg)
     net.load_state_dict({k: v.detach().cpu() for k, v in module.encoder.state_dict().items()})
@@ -121,17 +125,11 @@ def metric(result: dict, *path, default=float("nan")):
 
 def prepare_env_config(args, out: Path) -> tuple[dict, object]:
     """Fit the user model once in the driver, save it, fit click_max once; workers load the folder."""
-    import dataclasses
-
-    from envs.env import user_model
-    from envs.shopping import SimConfig, fit_click_max
-    from envs.user_model import UserModel
-
     um_dir = out / "user_model"
     if (um_dir / "calibration.json").exists():
         um = UserModel.load(um_dir)
     else:
-        um = user_model({"data": args.data, "fmt": args.fmt})
+        um = user_model({"data": args.path, "fmt": args.fmt, "load_kwargs": load_kwargs(args)})
         um.save(um_dir)
     click_max = fit_click_max(um, SimConfig())
     env_config = {"user_model": str(um_dir), "sim": {"click_max": click_max}, "seed": args.seed}
@@ -140,13 +138,12 @@ def prepare_env_config(args, out: Path) -> tuple[dict, object]:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    # Lazy: plotting and Ray load when a job runs, not when another module imports this one.
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import ray
-
-    from trainers import tracking
 
     out = Path(args.out) if args.out else tracking.work_dir() / "dqn"
     out.mkdir(parents=True, exist_ok=True)
@@ -168,7 +165,7 @@ def main(argv=None) -> dict:
         algo.restore_from_path(str(ckpt))
         state = json.loads(state_path.read_text())
         print(f"resumed from {ckpt} at {state['history'][-1]['timesteps'] if state['history'] else 0} steps")
-    mlflow = tracking._mlflow()
+    mlflow = tracking.configured_mlflow()
     exp_id = tracking.experiment_id(args.experiment)
     nested = mlflow.active_run() is not None  # inside the pipeline's stage run
     run = mlflow.start_run(run_id=state["run_id"], nested=nested) if state["run_id"] else mlflow.start_run(
@@ -222,9 +219,6 @@ def main(argv=None) -> dict:
         policy_dir = export_policy(algo, um, out / "policy", meta={
             "env_config": env_config, "sim_config": sim_cfg.__dict__ | {"reward": sim_cfg.reward.__dict__},
             "train_seconds": state["train_seconds"], "timesteps": steps})
-        from bench.rl_policies import evaluate_policy, dqn_actor
-        from models.dqn.policy import DecisionPolicy
-
         ev = evaluate_policy(um, sim_cfg, dqn_actor(DecisionPolicy.load(policy_dir)), args.eval_episodes, seed=12345)
         summary = {"eval_return": float(ev["return"].mean()), "eval_purchases": float(ev["purchases"].mean()),
                    "eval_length": float(ev["length"].mean()), "train_seconds": state["train_seconds"],
@@ -243,7 +237,10 @@ def main(argv=None) -> dict:
 def pipeline_stage(ctx) -> dict:
     """The pipeline's decision stage: simulator calibrated on the same data, DQN trained, exported and
     registered. `ctx.options` holds this module's command-line options by name (e.g. timesteps)."""
-    argv = ["--data", ctx.data["path"], "--fmt", ctx.data["fmt"], "--out", str(Path(ctx.work_dir) / "dqn")]
+    argv = ["--format", ctx.data["fmt"], "--path", ctx.data["path"], "--out", str(Path(ctx.work_dir) / "dqn")]
+    for kind, flag in (("mapping", "--map"), ("event_map", "--event-map")):
+        for key, value in ctx.data.get("load_kwargs", {}).get(kind, {}).items():
+            argv += [flag, f"{key}={value}"]
     for key, value in ctx.options.items():
         argv += [f"--{key.replace('_', '-')}", str(value)]
     summary = main(argv)

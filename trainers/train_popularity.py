@@ -17,7 +17,7 @@ def train(ds, options: dict | None = None, register: bool = True) -> dict:
     from models.base import config_from_dict
     from models.popularity import PopularityConfig, PopularityEngine
     from recdata.evaluation import evaluate
-    from trainers import tracking
+    from reccore import tracking
 
     config = config_from_dict(PopularityConfig, options, "popularity options")
     engine = PopularityEngine(config, ds.catalog).timed_fit(ds.train)
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--half-life-days", type=float, help="recency decay of counts")
     args = p.parse_args(argv)
     from recdata.dataset import prepare
-    from trainers import tracking
+    from reccore import tracking
 
     try:
         ds = prepare(args.fmt, args.path, cache_dir=prepared_cache(), **load_kwargs(args))

@@ -28,7 +28,7 @@ from pathlib import Path
 from models.base import load_config
 from models.sasrec.config import SasrecConfig
 from recdata.dataset import VAL, prepare
-from trainers import tracking
+from reccore import tracking
 
 EXPERIMENT = "sasrec"
 OVERRIDES = {  # CLI flag -> config field (type)

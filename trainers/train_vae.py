@@ -23,7 +23,7 @@ def train(ds, options: dict | None = None, register: bool = True) -> dict:
     from models.vae import VAEConfig, VAEEngine
     from recdata.dataset import VAL, VAL_FOLD_IN
     from recdata.evaluation import evaluate, format_table
-    from trainers import tracking
+    from reccore import tracking
 
     config = config_from_dict(VAEConfig, options, "vae options")
     tracking.log_params({"engine": "vae", "split": ds.meta.get("split", "loo"),
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     from models.base import load_config
     from models.vae import VAEConfig
     from recdata.dataset import prepare
-    from trainers import tracking
+    from reccore import tracking
 
     try:
         config = load_config(VAEConfig, args.config, epochs=args.epochs, latent=args.latent,

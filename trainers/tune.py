@@ -134,7 +134,7 @@ def _trial(config: dict) -> None:
 
     from models.base import Engine, config_from_dict, get_engine_class
     from recdata.dataset import PreparedDataset
-    from trainers import tracking
+    from reccore import tracking
 
     import ray
 
@@ -173,9 +173,9 @@ def _trial(config: dict) -> None:
 def _close_trial_runs(parent_run_id: str, experiment_id: str) -> None:
     """A trial that Tune stops (ASHA, max_t) may be torn down before its `finally` ends its MLflow
     run; the driver closes what is left open so no trial stays RUNNING in the UI."""
-    from trainers import tracking
+    from reccore import tracking
 
-    client = tracking._mlflow().MlflowClient()
+    client = tracking.configured_mlflow().MlflowClient()
     open_runs = client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent_run_id}' "
                                                     "and attributes.status = 'RUNNING'")
     for r in open_runs:
@@ -193,7 +193,7 @@ def run_sweep(sweep: SweepConfig, num_samples: int | None = None, resume: bool =
     from models.popularity import PopularityEngine
     from recdata.dataset import prepare
     from recdata.evaluation import evaluate
-    from trainers import tracking
+    from reccore import tracking
 
     t0 = time.perf_counter()
     repo = Path(__file__).resolve().parents[1]
@@ -250,7 +250,7 @@ def run_sweep(sweep: SweepConfig, num_samples: int | None = None, resume: bool =
             tracking.log_metrics(test, prefix="best.test.")
             tracking.log_metrics(pop, prefix="popularity.test.")
             version = tracking.log_engine(engine, sweep.engine, alias="champion")
-            tracking._mlflow().MlflowClient().set_registered_model_alias(sweep.engine, "tuned", version)
+            tracking.configured_mlflow().MlflowClient().set_registered_model_alias(sweep.engine, "tuned", version)
     return {
         "trials": len(results), "stopped_early": stopped_early, "errors": len(results.errors),
         "minutes": (time.perf_counter() - t0) / 60, f"best_{sweep.metric}": best.metrics[sweep.metric],

@@ -24,7 +24,7 @@ import pandas as pd
 from models.base import Engine
 from models.content.encoder import TextEncoder
 from recdata.dataset import Interactions
-from recdata.evaluation import HistoryBatch
+from recdata.schema import HistoryBatch
 from recdata.metrics import NEG_INF, top_k
 from recdata.schema import EventWeights
 

@@ -32,7 +32,7 @@ class QNetworkConfig:
     """Shape of the Q-network."""
 
     n_features: int = 8
-    """Candidate feature count (len(envs.features.CANDIDATE_FEATURES) at training time)."""
+    """Candidate feature count (len(models.dqn.features.CANDIDATE_FEATURES) at training time)."""
     history_len: int = 16
     """L: history items the network reads (most recent last, left-padded with -1)."""
     d_model: int = 64

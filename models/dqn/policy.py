@@ -10,7 +10,7 @@ Inputs of `q_values` (the serving contract):
                               the left (shorter histories are left-padded; longer ones keep the last L;
                               items the catalog does not know are -1 too)
     hist_events [B, L] int8   0 view, 1 cart, 2 purchase, 3 skip (shown, not clicked); any value at pads
-    cand_feats  [B, K, F]     envs.features.build_candidate_features(...) per request, F = len(feature_names)
+    cand_feats  [B, K, F]     models.dqn.features.build_candidate_features(...) per request, F = len(feature_names)
     cand_items  [B, K] int64  dense candidate indices (-1 for items the catalog does not know)
 -> Q [B, K] float32: expected discounted session reward of showing each candidate now (higher = better).
 """

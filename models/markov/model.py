@@ -18,7 +18,7 @@ import scipy.sparse as sp
 
 from models.base import Engine
 from recdata.dataset import Interactions
-from recdata.evaluation import HistoryBatch
+from recdata.schema import HistoryBatch
 
 
 @dataclass

@@ -13,7 +13,7 @@ import numpy as np
 
 from models.base import Engine
 from recdata.dataset import Interactions
-from recdata.evaluation import HistoryBatch
+from recdata.schema import HistoryBatch
 
 
 @dataclass

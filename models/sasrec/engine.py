@@ -22,7 +22,7 @@ from models.base import Engine
 from models.sasrec.config import SasrecConfig
 from models.sasrec.model import SasrecNetwork, pad_histories, sequence_loss, training_windows
 from recdata.dataset import Interactions
-from recdata.evaluation import HistoryBatch
+from recdata.schema import HistoryBatch
 from recdata.metrics import RankingEvaluator, mask_seen
 
 WEIGHTS_FILE = "sasrec.weights.h5"

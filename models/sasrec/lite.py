@@ -14,7 +14,7 @@ from ai_edge_litert.interpreter import Interpreter
 
 from models.sasrec.inputs import pad_histories
 from recdata.dataset import Catalog
-from recdata.evaluation import HistoryBatch
+from recdata.schema import HistoryBatch
 from recdata.metrics import NEG_INF, mask_seen, top_k
 
 

@@ -25,7 +25,7 @@ import scipy.sparse as sp
 
 from models.base import Engine
 from recdata.dataset import VAL, VAL_FOLD_IN, Interactions
-from recdata.evaluation import HistoryBatch
+from recdata.schema import HistoryBatch
 from recdata.metrics import RankingEvaluator, mask_seen
 from recdata.schema import EventWeights
 

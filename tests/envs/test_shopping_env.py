@@ -7,11 +7,10 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-import envs
-from envs.env import sim_config, user_model
-from envs.features import build_candidate_features
-from envs.shopping import CART, HIST_SKIP, PURCHASE, SKIP, VIEW, ShopperSim, logging_policy, run_episodes
+from envs.env import ShoppingEnv, register_gym, sim_config, user_model
+from envs.shopping import ENV_ID, CART, HIST_SKIP, PURCHASE, SKIP, VIEW, ShopperSim, logging_policy, run_episodes
 from envs.user_model import UserModel
+from models.dqn.features import build_candidate_features
 
 SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
 REES = SHARED / "rees46-oct2019-head"
@@ -24,7 +23,8 @@ def um():
 
 
 def test_check_env_and_make_by_name(um):
-    env = gym.make(envs.ENV_ID, env_config={"data": str(REES), "sim": {"click_max": 0.8}})
+    register_gym()
+    env = gym.make(ENV_ID, env_config={"data": str(REES), "sim": {"click_max": 0.8}})
     check_env(env.unwrapped, skip_render_check=True)
     obs, _ = env.reset(seed=3)
     assert env.observation_space.contains(obs)
@@ -109,7 +109,7 @@ def test_other_datasets_use_the_rees46_funnel():
     ml = SHARED / "ml-100k"
     if not ml.exists():
         pytest.skip(f"{ml} absent")
-    env = envs.ShoppingEnv({"data": str(ml), "fmt": "recbole", "funnel_data": str(REES), "sim": {"click_max": 0.7}})
+    env = ShoppingEnv({"data": str(ml), "fmt": "recbole", "funnel_data": str(REES), "sim": {"click_max": 0.7}})
     assert "rees46" in env.um.cal.funnel_source
     obs, _ = env.reset(seed=0)
     obs, r, *_ = env.step(0)

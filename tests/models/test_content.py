@@ -14,7 +14,7 @@ import pytest
 from models.base import Engine
 from models.content import ContentConfig, ContentEngine, default_model_path, item_texts
 from recdata.dataset import encode
-from recdata.evaluation import HistoryBatch
+from recdata.schema import HistoryBatch
 from recdata.schema import BadRowReport, EventLog, make_events
 
 REPO = Path(__file__).resolve().parents[2]

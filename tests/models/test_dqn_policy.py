@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from envs.features import CANDIDATE_FEATURES
+from models.dqn.features import CANDIDATE_FEATURES
 from models.dqn.network import QNetwork, QNetworkConfig
 from models.dqn.policy import DecisionPolicy
 from recdata.dataset import Catalog

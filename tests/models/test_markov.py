@@ -7,7 +7,7 @@ import pandas as pd
 from models.base import Engine, get_engine_class
 from models.markov import MarkovConfig, MarkovEngine
 from recdata.dataset import Catalog, Interactions
-from recdata.evaluation import HistoryBatch
+from recdata.schema import HistoryBatch
 
 
 def _train() -> tuple[Catalog, Interactions]:

@@ -5,7 +5,8 @@ from support import shared_data
 from models.base import Engine, load_config
 from models.popularity import PopularityConfig, PopularityEngine
 from recdata.dataset import prepare
-from recdata.evaluation import HistoryBatch, evaluate
+from recdata.evaluation import evaluate
+from recdata.schema import HistoryBatch
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,8 @@ from models.base import Engine, load_config
 from models.popularity import PopularityEngine
 from models.vae import VAEConfig, VAEEngine, interaction_matrix, to_cornac
 from recdata.dataset import VAL, VAL_FOLD_IN, encode, leave_one_out, user_holdout, PreparedDataset
-from recdata.evaluation import HistoryBatch, evaluate
+from recdata.evaluation import evaluate
+from recdata.schema import HistoryBatch
 from recdata.schema import BadRowReport, EventLog, make_events
 
 REPO = Path(__file__).resolve().parents[2]
@@ -121,7 +122,7 @@ import sys
 sys.modules['cornac'] = None; sys.modules['torch'] = None      # importing either now fails
 import numpy as np
 from models.base import Engine
-from recdata.evaluation import HistoryBatch
+from recdata.schema import HistoryBatch
 eng = Engine.load({str(folder)!r})
 got = eng.score(HistoryBatch.of([[0, 1, 2], [16, 17]], [[0, 1, 2], [0, 0]]))
 np.testing.assert_allclose(got, np.load({str(tmp_path / 'expected.npy')!r}), rtol=1e-6)

@@ -5,7 +5,8 @@ import pytest
 
 from support import shared_data
 from recdata.dataset import prepare
-from recdata.evaluation import HistoryBatch, evaluate
+from recdata.evaluation import evaluate
+from recdata.schema import HistoryBatch
 from recdata.metrics import NonFiniteScores
 
 

@@ -3,7 +3,7 @@ import numpy as np
 
 from models.popularity import PopularityEngine
 from recdata.dataset import prepare
-from recdata.evaluation import HistoryBatch
+from recdata.schema import HistoryBatch
 from serve_app.engines import load_for_serving
 from support import write_cyclic_log
 

@@ -22,6 +22,7 @@ pytestmark = [pytest.mark.ray_session, pytest.mark.slow]  # own Ray in-process: 
 
 
 from raycluster import free_port as _free_port  # noqa: E402
+from serve_app.prometheus import batch_stats  # noqa: E402
 
 ROLES_ALL = ("sequence", "discovery", "similarity", "popularity", "decision", "sessions")
 
@@ -39,7 +40,7 @@ def served(tmp_path_factory):
     from models.popularity import PopularityEngine
     from recdata.dataset import prepare
     from serve_app.run import deploy, load_config
-    from trainers import tracking
+    from reccore import tracking
 
     # A small shop: 60 items in categories a.x / a.y / b with prices, 80 users.
     rng = np.random.default_rng(0)
@@ -60,7 +61,7 @@ def served(tmp_path_factory):
     # A real (untrained) decision policy: a broken models.dqn must fail here, not quietly turn the
     # decision tests into the blend path.
     import torch
-    from envs.features import CANDIDATE_FEATURES
+    from models.dqn.features import CANDIDATE_FEATURES
     from models.dqn.network import QNetwork, QNetworkConfig
     from models.dqn.policy import DecisionPolicy
 
@@ -312,6 +313,4 @@ def test_concurrent_requests_answered_together_get_their_own_answers(served, cli
 
 def _batch_histogram(served) -> tuple[float, float]:
     """(batches, requests in them) of the ingress's batch counters on Ray's Prometheus export."""
-    from bench.serve_load import batch_stats
-
     return batch_stats(served["metrics_port"])

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from models.base import Engine
-from trainers import tracking
+from reccore import tracking
 from trainers.train_content import main
 
 TITLES = {1: ("Trail running shoes", "shoes", 120), 2: ("Leather boots", "shoes", 150),

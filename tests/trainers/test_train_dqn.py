@@ -54,7 +54,7 @@ def test_rllib_trains_by_name_checkpoints_and_exports(ray_local, um_dir, tmp_pat
     from ray.rllib.core.columns import Columns
     from ray.rllib.core.rl_module.rl_module import RLModule
 
-    from envs import RLLIB_ENV
+    from envs.shopping import RLLIB_ENV
     from envs.env import user_model
     from models.dqn.policy import DecisionPolicy
     from trainers.train_dqn import export_policy, learner_module
@@ -95,7 +95,7 @@ def test_rllib_trains_by_name_checkpoints_and_exports(ray_local, um_dir, tmp_pat
 
 def test_trainer_logs_registers_and_resumes(ray_local, tmp_path, monkeypatch):
     monkeypatch.setenv("RECSYS_HOME", str(tmp_path / "home"))
-    from trainers import tracking
+    from reccore import tracking
     from trainers.train_dqn import main
 
     common = ["--d-model", "16", "--batch", "32", "--envs-per-runner", "2", "--eval-episodes", "500",
@@ -109,7 +109,7 @@ def test_trainer_logs_registers_and_resumes(ray_local, tmp_path, monkeypatch):
     assert state2["run_id"] == state["run_id"] and len(state2["history"]) > n_first  # resumed, same run
     assert state2["history"][n_first]["timesteps"] > state["history"][-1]["timesteps"]
     assert second["version"] == "2"
-    mlflow = tracking._mlflow()
+    mlflow = tracking.configured_mlflow()
     run = mlflow.get_run(state["run_id"])
     assert {"return", "epsilon", "loss", "eval_return"} <= set(run.data.metrics)
     arts = [a.path for a in mlflow.MlflowClient().list_artifacts(state["run_id"])]

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from support import write_cyclic_log
-from trainers import train_sasrec, tracking
+from reccore import tracking
+from trainers import train_sasrec
 
 pytestmark = pytest.mark.ray_session  # starts its own Ray in-process: run apart (tests/run_suite.sh)
 

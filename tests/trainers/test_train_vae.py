@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 
 from models.base import Engine
-from recdata.evaluation import HistoryBatch
-from trainers import tracking
+from recdata.schema import HistoryBatch
+from reccore import tracking
 from trainers.train_vae import main
 
 MAP = ["--map", "user=user", "--map", "item=item", "--map", "ts=ts", "--map", "event=event"]

@@ -13,20 +13,21 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+from reccore.paths import work_dir
+
+__all__ = ["configured_mlflow", "experiment_id", "log_engine", "log_figure", "log_metrics", "log_params",
+           "model_version", "register", "resolve_artifact", "run", "tracking_uri", "work_dir"]
+
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-
-
-def work_dir() -> Path:
-    d = Path(os.environ.get("RECSYS_HOME", ".recsys")).resolve()
-    d.mkdir(parents=True, exist_ok=True)
-    return d
 
 
 def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{work_dir() / 'mlflow.db'}"
 
 
-def _mlflow():
+def configured_mlflow():
+    """The `mlflow` module pointed at this project's store (imported here, on first use: a process that
+    never tracks anything does not pay for importing MLflow)."""
     import mlflow
 
     # mlflow.set_tracking_uri also writes MLFLOW_TRACKING_URI into os.environ; left there, it would
@@ -40,7 +41,7 @@ def _mlflow():
 
 def experiment_id(name: str) -> str:
     """Get or create; artifacts of a local store go beside the database, not into the cwd."""
-    mlflow = _mlflow()
+    mlflow = configured_mlflow()
     exp = mlflow.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
@@ -55,20 +56,20 @@ def experiment_id(name: str) -> str:
 
 @contextlib.contextmanager
 def run(experiment: str, run_name: str | None = None, nested: bool = False, tags: dict | None = None) -> Iterator:
-    mlflow = _mlflow()
+    mlflow = configured_mlflow()
     with mlflow.start_run(experiment_id=experiment_id(experiment), run_name=run_name, nested=nested,
                           tags=tags) as active:
         yield active
 
 
 def log_params(params: dict) -> None:
-    mlflow = _mlflow()
+    mlflow = configured_mlflow()
     flat = {k: (str(v)[:500] if not isinstance(v, (int, float, bool)) else v) for k, v in params.items()}
     mlflow.log_params(flat)
 
 
 def log_metrics(metrics: dict, step: int | None = None, prefix: str = "") -> None:
-    mlflow = _mlflow()
+    mlflow = configured_mlflow()
     clean = {
         (prefix + k).replace("@", "_at_"): float(v)
         for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
@@ -77,13 +78,13 @@ def log_metrics(metrics: dict, step: int | None = None, prefix: str = "") -> Non
 
 
 def log_figure(fig, name: str) -> None:
-    _mlflow().log_figure(fig, name)
+    configured_mlflow().log_figure(fig, name)
 
 
 def log_engine(engine, registered_name: str | None = None, alias: str = "champion") -> str | None:
     """Save the engine artifact into the active run as `engine/`; register it when a name is given.
     Returns the registered version (as a string) or None."""
-    mlflow = _mlflow()
+    mlflow = configured_mlflow()
     with tempfile.TemporaryDirectory() as tmp:
         engine.save(Path(tmp) / "engine")
         mlflow.log_artifacts(str(Path(tmp) / "engine"), artifact_path="engine")
@@ -93,7 +94,7 @@ def log_engine(engine, registered_name: str | None = None, alias: str = "champio
 
 
 def register(source_uri: str, name: str, alias: str = "champion") -> str:
-    mlflow = _mlflow()
+    mlflow = configured_mlflow()
     client = mlflow.MlflowClient()
     try:
         client.get_registered_model(name)
@@ -114,13 +115,13 @@ def resolve_artifact(uri: str | Path, dst: str | Path | None = None) -> Path:
         if not p.exists():
             raise FileNotFoundError(f"artifact {p} does not exist; train the engine first or fix the path")
         return p
-    mlflow = _mlflow()
+    mlflow = configured_mlflow()
     dst = Path(dst) if dst else Path(tempfile.mkdtemp(prefix="recsys-artifact-"))
     return Path(mlflow.artifacts.download_artifacts(s, dst_path=str(dst)))
 
 
 def model_version(name: str, alias: str = "champion") -> str | None:
-    mlflow = _mlflow()
+    mlflow = configured_mlflow()
     try:
         return str(mlflow.MlflowClient().get_model_version_by_alias(name, alias).version)
     except Exception:

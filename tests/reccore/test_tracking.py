@@ -1,6 +1,6 @@
 import os
 
-from trainers import tracking
+from reccore import tracking
 
 
 def test_default_store_follows_recsys_home_and_does_not_leak(recsys_home, tmp_path, monkeypatch):
@@ -22,10 +22,10 @@ def test_register_and_resolve_by_alias(recsys_home, tmp_path):
     import mlflow
 
     with tracking.run("t"):
-        tracking._mlflow().log_artifacts(str(folder), artifact_path="engine")
+        tracking.configured_mlflow().log_artifacts(str(folder), artifact_path="engine")
         v1 = tracking.register(mlflow.get_artifact_uri("engine"), "thing")
     with tracking.run("t"):
-        tracking._mlflow().log_artifacts(str(folder), artifact_path="engine")
+        tracking.configured_mlflow().log_artifacts(str(folder), artifact_path="engine")
         v2 = tracking.register(mlflow.get_artifact_uri("engine"), "thing")
     assert (v1, v2) == ("1", "2") and tracking.model_version("thing") == "2"
     local = tracking.resolve_artifact("models:/thing@champion", tmp_path / "dl")

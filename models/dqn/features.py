@@ -1,4 +1,5 @@
-"""Candidate features: the one function that both the simulator and the serving graph call.
+"""Candidate features of the decision engine: the one function that both the simulator (envs/) and the
+serving graph (serve_app/) call -- the DQN's input contract, so it lives with the DQN.
 
 The decision engine (DQN) re-ranks a request's candidate union. Whatever produced the candidates --
 the shopping simulator's retrieval sources during training, the four real engines in serving -- their
@@ -17,8 +18,11 @@ from __future__ import annotations
 from typing import Mapping
 
 import numpy as np
+from scipy.stats import rankdata
 
-ENGINES: tuple[str, ...] = ("sequence", "discovery", "similarity", "popularity")
+from reccore.constants import ENGINE_ROLES
+
+ENGINES = ENGINE_ROLES  # the order of the score_* features below
 
 CANDIDATE_FEATURES: tuple[str, ...] = (
     "score_sequence",        # rank-normalized sequence-engine score in (0, 1]; 1 = best, 0 = not scored
@@ -40,20 +44,15 @@ def rank_normalize(scores: np.ndarray) -> np.ndarray:
     s = np.asarray(scores, dtype=np.float64).reshape(-1)
     out = np.zeros(len(s), np.float32)
     ok = ~np.isnan(s)
-    n = int(ok.sum())
-    if n == 0:
-        return out
-    v = s[ok]
-    order = np.argsort(v, kind="stable")
-    sv = v[order]
-    # average rank of ties: every member of a run of equal values gets the run's mean position
-    starts = np.flatnonzero(np.concatenate([[True], sv[1:] != sv[:-1]]))
-    ends = np.concatenate([starts[1:], [n]])
-    mean_pos = (starts + ends - 1) / 2.0
-    ranks = np.empty(n, np.float64)
-    ranks[order] = np.repeat(mean_pos, ends - starts)
-    out[ok] = ((ranks + 1.0) / n).astype(np.float32)
+    if ok.any():
+        out[ok] = (rankdata(s[ok]) / ok.sum()).astype(np.float32)  # rankdata: 1-based, ties averaged
     return out
+
+
+def rank_normalize_rows(scores: np.ndarray) -> np.ndarray:
+    """`rank_normalize` of every row of a NaN-free [N, K] array (the simulator's hot path)."""
+    s = np.asarray(scores)
+    return (rankdata(s, axis=1) / s.shape[1]).astype(np.float32)
 
 
 def _is_missing(x) -> bool:
@@ -105,13 +104,3 @@ def build_candidate_features(
     feats[:, 7] = has_price
     return feats
 
-
-def rank_normalize_rows(scores: np.ndarray) -> np.ndarray:
-    """Vectorized `rank_normalize` over rows [N, K] without NaNs (the simulator's hot path; ties get
-    ordinal ranks there, which is what `rank_normalize` gives for distinct values)."""
-    s = np.asarray(scores)
-    n, k = s.shape
-    ranks = np.empty((n, k), np.float32)
-    order = np.argsort(s, axis=1, kind="stable")
-    np.put_along_axis(ranks, order, np.broadcast_to(np.arange(k, dtype=np.float32), (n, k)), axis=1)
-    return (ranks + 1.0) / k
