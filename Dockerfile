@@ -9,13 +9,15 @@ WORKDIR /home/ray/recsys
 # For GPU workers build FROM rayproject/ray:2.60.0-py311-gpu and drop the --index-url.
 RUN pip install --no-cache-dir torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
 COPY --chown=ray:users pyproject.toml README.md ./
+COPY --chown=ray:users reccore reccore
 COPY --chown=ray:users recdata recdata
 COPY --chown=ray:users models models
 COPY --chown=ray:users trainers trainers
 COPY --chown=ray:users envs envs
 COPY --chown=ray:users serve_app serve_app
 COPY --chown=ray:users tune_configs tune_configs
-COPY --chown=ray:users bench bench
+# No bench/: benchmarks sit on top of every layer and nothing the cluster runs imports them
+# (the layers contract in .importlinter keeps it so).
 RUN pip install --no-cache-dir -e .
 # Shared work dir (MLflow store, prepared data): mount a volume here, or set MLFLOW_TRACKING_URI to a
 # tracking server so every node registers into one registry.

@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test bench-pop clean
+.PHONY: install demo lint test bench-pop clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +19,12 @@ install: $(STAMP)
 demo: install
 	$(VENV)/bin/recsys demo
 
-test: install
+# ruff (style, line length 120) and the one-way layers contract (.importlinter) before any test.
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
+
+test: lint
 	PY=$(PY) tests/run_suite.sh
 
 clean:

@@ -1,6 +1,6 @@
 """Benchmark the decision engine against greedy baselines on the calibrated simulator.
 
-    python -m bench.rl_policies                       # uses $RECSYS_HOME/dqn (train first: python -m trainers.train_dqn)
+    python -m bench.rl_policies        # uses $RECSYS_HOME/dqn (train first: python -m trainers.train_dqn)
     python -m bench.rl_policies --episodes 20000 --rllib-throughput
 
 Every policy runs the same N sessions (same simulator seed -> same shoppers and session starts):
@@ -63,7 +63,9 @@ def sim_to_real_gap(um: UserModel, cfg: SimConfig, n: int = 5000, seed: int = 0)
         shown = sim.cand[np.arange(n), a]
         _, te, tr, resp = sim.step(a)
         keep = alive & (resp >= 0)
-        items.append(shown[keep]); events.append(resp[keep]); eng += keep
+        items.append(shown[keep])
+        events.append(resp[keep])
+        eng += keep
         alive &= ~(te | tr)
     s_items, s_events = np.concatenate(items), np.concatenate(events)
     h = um.heldout
@@ -95,7 +97,7 @@ def off_policy_estimate(um: UserModel, cfg: SimConfig, target_actor, n: int = 20
     sim.reset()
     K = cfg.n_candidates
     w = np.ones(n)
-    ips, num, alive = np.zeros(n), [], np.ones(n, bool)
+    ips, alive = np.zeros(n), np.ones(n, bool)
     snips_num, snips_den = [], []
     logged = np.zeros(n)
     while alive.any():
@@ -106,7 +108,8 @@ def off_policy_estimate(um: UserModel, cfg: SimConfig, target_actor, n: int = 20
         r, te, tr, _ = sim.step(a)
         ips += alive * w * r
         logged += alive * r
-        snips_num.append(np.where(alive, w * r, 0.0)); snips_den.append(w.copy())
+        snips_num.append(np.where(alive, w * r, 0.0))
+        snips_den.append(w.copy())
         alive &= ~(te | tr)
     # per-decision SNIPS: normalize the weights of each step by their mean over the n logged sessions
     snips = sum(num_t.sum() / max(den_t.sum() / n, 1e-12) for num_t, den_t in zip(snips_num, snips_den)) / n
@@ -116,7 +119,8 @@ def off_policy_estimate(um: UserModel, cfg: SimConfig, target_actor, n: int = 20
 
 def rllib_throughput(um_dir: str, sim_cfg: SimConfig, runners: int, seconds: float = 20.0) -> float:
     """Env steps/s that RLlib samples (learning on) with this many env runners; tiny network."""
-    args = parse_args(["--num-env-runners", str(runners), "--timesteps", "100000", "--d-model", "32", "--n-layers", "1"])
+    args = parse_args(["--num-env-runners", str(runners), "--timesteps", "100000", "--d-model", "32",
+                       "--n-layers", "1"])
     cfg = build_config({"user_model": um_dir, "sim": {"click_max": sim_cfg.click_max}, "seed": 0}, args)
     algo = cfg.build_algo()
     try:
@@ -169,14 +173,16 @@ def main(argv=None) -> dict:
     policies["greedy_blend"] = blended
     policies["myopic_oracle(hidden state)"] = myopic_oracle
     policies["dqn"] = dqn_actor(policy)
-    res, rows = {}, []
-    print(f"{'policy':30s} {'return':>16s} {'purchases/session':>22s} {'session length':>18s}  (N={args.episodes}, 95% CI)")
+    res = {}
+    print(f"{'policy':30s} {'return':>16s} {'purchases/session':>22s} {'session length':>18s}  "
+          f"(N={args.episodes}, 95% CI)")
     for name, actor in policies.items():
         t0 = time.perf_counter()
         r = evaluate_policy(um, cfg, actor, args.episodes, seed=args.seed)
         res[name] = r
         print(f"{name:30s} {r['return'].mean():8.4f} ± {ci95(r['return']):.4f} {r['purchases'].mean():12.4f} ± "
-              f"{ci95(r['purchases']):.4f} {r['length'].mean():9.3f} ± {ci95(r['length']):.3f}  ({time.perf_counter() - t0:.1f}s)")
+              f"{ci95(r['purchases']):.4f} {r['length'].mean():9.3f} ± {ci95(r['length']):.3f}  "
+              f"({time.perf_counter() - t0:.1f}s)")
     greedy_names = ["popularity"] + [f"greedy_{e}" for e in ENGINES[:3]] + ["greedy_blend"]
     best = max(greedy_names, key=lambda k: res[k]["return"].mean())
     d, b = res["dqn"]["return"], res[best]["return"]
@@ -205,7 +211,8 @@ def main(argv=None) -> dict:
         try:
             for nr in (0, 1, 2):
                 thr[f"rllib_steps_per_s_{nr}_runners"] = rllib_throughput(str(work / "user_model"), cfg, nr)
-                print(f"RLlib DQN training, {nr} env runner(s): {thr[f'rllib_steps_per_s_{nr}_runners']:.0f} env steps/s")
+                steps_per_s = thr[f"rllib_steps_per_s_{nr}_runners"]
+                print(f"RLlib DQN training, {nr} env runner(s): {steps_per_s:.0f} env steps/s")
         finally:
             ray.shutdown()
     out = {"episodes": args.episodes, "dqn_return": float(d.mean()), "dqn_ci95": ci95(d),

@@ -6,7 +6,8 @@ EASE alike), seen items filtered. EASE's lambda and the VAE's best epoch are cho
 Part 2 (strong generalization, Liang et al. 2018): 10 % of users held out for validation and 10 %
 for test; for each, 80 % of their events are the input and the rest the targets.
 
-    PYTHONPATH=. nice -n 10 python -m bench.vae_ml1m [--epochs 50 --batch-size 250 --lr 3e-3] [--data ../shared/data/ml-1m]
+    PYTHONPATH=. nice -n 10 python -m bench.vae_ml1m [--epochs 50 --batch-size 250 --lr 3e-3] \
+        [--data ../shared/data/ml-1m]
 
 Prints tables; the LAST line is one JSON object with every figure.
 """
@@ -125,7 +126,7 @@ def main(argv=None) -> dict:
     # The two protocols are independent: run them in parallel processes (one core each).
     with ProcessPoolExecutor(max_workers=min(args.jobs, len(jobs))) as pool:
         results = dict(zip([label for _, label in jobs],
-                           pool.map(_protocol_job, [{**args_d, "split": s, "label": l} for s, l in jobs])))
+                           pool.map(_protocol_job, [{**args_d, "split": s, "label": label} for s, label in jobs])))
     loo = results["loo"]
     print(format_table(loo, KEYS, "ML-1M leave-one-out, full ranking, seen filtered (test)"))
     out = {f"{m}_{k}": loo[m][k] for m in ("vae", "ease", "popularity") for k in KEYS}

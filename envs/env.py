@@ -1,6 +1,7 @@
 """Gymnasium env of one shopper's session (over the vectorized core) and its registration by name.
 
-    envs.env.register_gym(); gymnasium.make("recsys/Shopping-v0", env_config={"data": "../shared/data/rees46-oct2019-head"})
+    envs.env.register_gym()
+    gymnasium.make("recsys/Shopping-v0", env_config={"data": "../shared/data/rees46-oct2019-head"})
     envs.env.register_rllib()  ->  DQNConfig().environment("recsys-shopping", env_config={...})
 
 env_config keys: data (path of a log), fmt (loader format, default rees46), user_model (a folder saved by

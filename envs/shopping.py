@@ -117,7 +117,8 @@ class ShopperSim:
         t = um.trans
         all_i = np.arange(um.n_items)
         top = np.where(t.nbr[:, 0] >= 0, t.nbr[:, 0], 0)
-        best_backoff = (t.cat_trans[t.item_cat][:, t.item_cat] * t.in_cat[None, :]).max(1) if um.n_items <= 4000 else None
+        best_backoff = ((t.cat_trans[t.item_cat][:, t.item_cat] * t.in_cat[None, :]).max(1)
+                        if um.n_items <= 4000 else None)
         if best_backoff is None:  # big catalogs: max over categories of (cat transition x best in-category share)
             best_in = np.zeros(t.cat_trans.shape[0], np.float32)
             np.maximum.at(best_in, t.item_cat, t.in_cat)
@@ -222,7 +223,8 @@ class ShopperSim:
         last = self.last[rows]
         pref = np.minimum(um.trans.prob(last, items[:, None])[:, 0] / self.p_top[last], 1.0)
         # per-shopper taste: a deterministic hash of (shopper, item) -> normal-ish noise, mean factor ~1
-        h = (self.taste_key[rows] ^ (items.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15))) * np.uint64(0xBF58476D1CE4E5B9)
+        h = ((self.taste_key[rows] ^ (items.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)))
+             * np.uint64(0xBF58476D1CE4E5B9))
         u = ((h >> np.uint64(11)).astype(np.float64) / 2.0**53)
         taste = np.exp(cfg.taste_sigma * (u - 0.5) * 3.46 - 0.5 * cfg.taste_sigma**2)
         over = np.maximum(um.log_price[items] - self.log_ref[rows], 0.0)

@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table(rows, KEYS, f"{args.split}: full ranking over all items, seen items filtered, "
                                    f"{users:,} users"))
     if args.sampled:
-        print(format_table(rows, [f"sampled_hr@10", "sampled_ndcg@10"],
+        print(format_table(rows, ["sampled_hr@10", "sampled_ndcg@10"],
                            f"labelled extra: target among {args.sampled} sampled negatives (not comparable "
                            "to full ranking)"))
     if not args.no_mlflow:

@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from recdata.schema import DataError
 from trainers.common import add_data_args, load_kwargs

@@ -47,7 +47,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--gamma", type=float, default=0.9, help="discount (sessions are a few steps long)")
     p.add_argument("--batch", type=int, default=128, help="train batch per learner update")
     p.add_argument("--training-intensity", type=float, default=4.0, help="replayed/sampled step ratio")
-    p.add_argument("--epsilon-steps", type=int, default=None, help="steps to anneal epsilon 1 -> 0.05 (default 40%% of --timesteps)")
+    p.add_argument("--epsilon-steps", type=int, default=None,
+                   help="steps to anneal epsilon 1 -> 0.05 (default 40%% of --timesteps)")
     p.add_argument("--d-model", type=int, default=32)
     p.add_argument("--n-layers", type=int, default=1)
     p.add_argument("--checkpoint-every", type=int, default=10, help="iterations between checkpoints")
@@ -207,11 +208,13 @@ def main(argv=None) -> dict:
         h = state["history"]
         fig, ax = plt.subplots(figsize=(7, 4))
         ax.plot([r["timesteps"] for r in h], [r["return"] for r in h], label="episode return (mean of last 200)")
-        ax.set_xlabel("env steps"); ax.set_ylabel("return")
+        ax.set_xlabel("env steps")
+        ax.set_ylabel("return")
         ax2 = ax.twinx()
         ax2.plot([r["timesteps"] for r in h], [r["epsilon"] for r in h], color="gray", ls="--", label="epsilon")
         ax2.set_ylabel("epsilon")
-        fig.legend(loc="upper right"); fig.tight_layout()
+        fig.legend(loc="upper right")
+        fig.tight_layout()
         tracking.log_figure(fig, "reward_epsilon.png")
         plt.close(fig)
 

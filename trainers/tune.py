@@ -20,7 +20,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Callable, Iterator
 
 import yaml
 
@@ -153,8 +153,8 @@ def _trial(config: dict) -> None:
         engine = cls(engine_cfg, ds.catalog)
     os.environ["MLFLOW_TRACKING_URI"] = meta["tracking_uri"]
     mlflow.set_tracking_uri(meta["tracking_uri"])
-    run = mlflow.start_run(run_name=f"trial-{tune.get_context().get_trial_id()}", parent_run_id=meta["parent_run_id"],
-                           experiment_id=meta["experiment_id"])
+    mlflow.start_run(run_name=f"trial-{tune.get_context().get_trial_id()}", parent_run_id=meta["parent_run_id"],
+                     experiment_id=meta["experiment_id"])
     try:
         tracking.log_params({k: v for k, v in config.items()})
         for epoch, metrics in trial_epochs(meta["engine"])(engine, ds, start):

@@ -188,7 +188,8 @@ class ContentEngine(Engine):
         return ok
 
     def similar(self, query, k: int = 10, category: str | None = None, same_category: bool = False,
-                min_price: float | None = None, max_price: float | None = None, exclude=()) -> tuple[np.ndarray, np.ndarray]:
+                min_price: float | None = None, max_price: float | None = None,
+                exclude=()) -> tuple[np.ndarray, np.ndarray]:
         """Items nearest to `query`: a dense item index, a free text, or a [dim] vector. Returns
         (dense indices [<=k], cosine scores), best first; the query item itself is left out.
         `same_category` restricts to the query item's category; `exclude`: dense indices to skip."""

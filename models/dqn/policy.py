@@ -40,7 +40,8 @@ class DecisionPolicy:
         self.history_len = network.cfg.history_len
         self.meta = dict(meta or {})
         if len(self.feature_names) != network.cfg.n_features:
-            raise ValueError(f"{len(self.feature_names)} feature names for a network of {network.cfg.n_features} features")
+            raise ValueError(f"{len(self.feature_names)} feature names for a network of "
+                             f"{network.cfg.n_features} features")
 
     # -- artifact IO ------------------------------------------------------------------------------
     def save(self, folder: str | Path) -> Path:
@@ -65,7 +66,8 @@ class DecisionPolicy:
         folder = Path(folder)
         path = folder / "manifest.json"
         if not path.exists():
-            raise FileNotFoundError(f"{folder} is not a DQN artifact (no manifest.json); run `python -m trainers.train_dqn`")
+            raise FileNotFoundError(f"{folder} is not a DQN artifact (no manifest.json); "
+                                    "run `python -m trainers.train_dqn`")
         manifest = json.loads(path.read_text())
         if manifest.get("engine") != cls.name:
             raise TypeError(f"{folder} holds a {manifest.get('engine')!r} artifact, not 'dqn'")
@@ -85,7 +87,8 @@ class DecisionPolicy:
         if hist_items.ndim != 2 or hist_items.shape != hist_events.shape:
             raise ValueError(f"hist_items {hist_items.shape} and hist_events {hist_events.shape} must both be [B, L]")
         if cand_feats.ndim != 3 or cand_feats.shape[-1] != len(self.feature_names):
-            raise ValueError(f"cand_feats must be [B, K, {len(self.feature_names)}] (feature_names); got {cand_feats.shape}")
+            raise ValueError(f"cand_feats must be [B, K, {len(self.feature_names)}] (feature_names); "
+                             f"got {cand_feats.shape}")
         if cand_items.shape != cand_feats.shape[:2]:
             raise ValueError(f"cand_items {cand_items.shape} must be [B, K] matching cand_feats {cand_feats.shape}")
         hist_items, hist_events = self.fit_history(hist_items, hist_events)
@@ -101,7 +104,8 @@ class DecisionPolicy:
         padw = ((0, 0), (L - items.shape[1], 0))
         return np.pad(items, padw, constant_values=-1), np.pad(events, padw, constant_values=0)
 
-    def rank(self, history_items, history_events, cand_items, cand_feats, raw_ids: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    def rank(self, history_items, history_events, cand_items, cand_feats,
+             raw_ids: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """One request: history (oldest first) + K candidates -> (order of candidate positions, best
         first; Q-values [K]). With raw_ids=True, items are catalog ids and are mapped here."""
         h = np.asarray(history_items)

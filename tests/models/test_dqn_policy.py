@@ -40,7 +40,8 @@ def test_policy_module_does_not_import_ray():
     import models.dqn.policy as pol
 
     for mod in (pol, net):
-        names = [n.names[0].name if isinstance(n, ast.Import) else n.module for n in ast.walk(ast.parse(inspect.getsource(mod)))
+        tree = ast.parse(inspect.getsource(mod))
+        names = [n.names[0].name if isinstance(n, ast.Import) else n.module for n in ast.walk(tree)
                  if isinstance(n, (ast.Import, ast.ImportFrom))]
         assert not any(str(n).startswith("ray") for n in names)
 

@@ -3,8 +3,8 @@ import pandas as pd
 import pytest
 
 from support import shared_data
-from recdata.dataset import (TEST, TEST_CONTEXT, TEST_FOLD_IN, TRAIN, VAL, Catalog, PreparedDataset, encode, leave_one_out,
-                             prepare, user_holdout)
+from recdata.dataset import (TEST, TEST_CONTEXT, TEST_FOLD_IN, TRAIN, VAL, Catalog, PreparedDataset, encode,
+                             leave_one_out, prepare, user_holdout)
 from recdata.evaluation import evaluation_batches
 from recdata.schema import BadRowReport, EventLog, make_events
 

@@ -82,7 +82,8 @@ def served(tmp_path_factory):
     main_app = config["applications"][0]
     down = {**main_app, "name": "down", "route_prefix": "/down",
             "args": {**main_app["args"], "engines": {"discovery": str(broken)}, "decision": None},
-            "deployments": [d for d in main_app["deployments"] if d["name"] in ("Recommender", "discovery", "sessions")]}
+            "deployments": [d for d in main_app["deployments"]
+                            if d["name"] in ("Recommender", "discovery", "sessions")]}
     config["applications"] = [main_app, down]
     try:
         url = deploy(config)

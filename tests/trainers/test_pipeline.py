@@ -4,7 +4,7 @@ import json
 import pytest
 import yaml
 
-from trainers.pipeline import PipelineConfig, _with_upstream, load_pipeline_config, main
+from trainers.pipeline import _with_upstream, load_pipeline_config, main
 
 pytestmark = pytest.mark.ray_session  # starts its own Ray in-process: run apart (tests/run_suite.sh)
 

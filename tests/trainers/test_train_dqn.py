@@ -10,7 +10,8 @@ import pytest
 os.environ["RLLIB_TEST_NO_TF_IMPORT"] = "1"
 SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
 REES = SHARED / "rees46-oct2019-head"
-pytestmark = [pytest.mark.ray_session, pytest.mark.slow, pytest.mark.skipif(not REES.exists(), reason=f"{REES} absent (shared real data)")]
+pytestmark = [pytest.mark.ray_session, pytest.mark.slow,
+              pytest.mark.skipif(not REES.exists(), reason=f"{REES} absent (shared real data)")]
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +80,8 @@ def test_rllib_trains_by_name_checkpoints_and_exports(ray_local, um_dir, tmp_pat
     q_plain = pol.q_values(obs["hist_items"], obs["hist_events"].astype(np.int8), obs["cand_feats"], obs["cand_items"])
     np.testing.assert_allclose(q_plain, q_rllib, rtol=1e-5, atol=1e-6)
     # restore: the module from the checkpoint alone, and a whole algorithm restored from it
-    restored = RLModule.from_checkpoint(tmp_path / "ckpt" / "learner_group" / "learner" / "rl_module" / "default_policy")
+    restored = RLModule.from_checkpoint(
+        tmp_path / "ckpt" / "learner_group" / "learner" / "rl_module" / "default_policy")
     with torch.no_grad():
         q_restored = restored.compute_q_values({Columns.OBS: tobs})["qf_preds"].numpy()
     np.testing.assert_allclose(q_restored, q_rllib, rtol=1e-5, atol=1e-6)
