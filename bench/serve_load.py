@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> dict:
         for d in config["applications"][0]["deployments"]:
             d.pop("autoscaling_config", None)
             d["num_replicas"] = a.replicas
-    noop = {"name": "noop", "route_prefix": "/noop", "import_path": "serve_app.app:build_noop_app",
+    noop = {"name": "noop", "route_prefix": "/noop", "import_path": "serve_app.builder:build_noop_app",
             "deployments": [{"name": "NoOp", "max_ongoing_requests": 64, "ray_actor_options": {"num_cpus": 0}}]}
     config["applications"].append(noop)
     base = deploy(config)

@@ -25,6 +25,7 @@ import numpy as np
 
 from reccore.config import config_from_dict, load_config
 from recdata.dataset import Catalog, Interactions
+from recdata.filters import allowed_mask
 from recdata.metrics import NEG_INF, mask_seen, top_k
 from recdata.schema import HistoryBatch
 
@@ -71,6 +72,12 @@ class Engine(abc.ABC):
         if self.catalog is None:
             raise RuntimeError(f"{self.name}: no catalog; pass catalog= or load a saved artifact")
         return self.catalog.n_items
+
+    def allowed(self, category: str | None = None, min_price: float | None = None,
+                max_price: float | None = None) -> np.ndarray | None:
+        """Boolean [n_items] mask of the business filters for `recommend(allowed=...)`; None without a
+        filter. The same function (recdata.filters) filters every engine and the serving path."""
+        return allowed_mask(self.catalog, category, min_price, max_price)
 
     def recommend(
         self,

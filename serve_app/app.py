@@ -14,13 +14,15 @@ are called together with `asyncio.gather`, the graph is at most three stages dee
 engine serves the whole batch. An engine that errors or overruns its budget is left out and named in
 `degraded`; only when no retrieval engine answers is the reply a 503.
 
-`build_app(args)` is the builder named in `serve_app/config.yaml` (`serve run serve_app/config.yaml`,
-`serve deploy`); `build_noop_app` is the floor the load benchmark compares against.
+The ranking between the engine calls is serve_app/ranking.py (pure functions); the deployments the
+ingress calls are serve_app/retrieval.py, decision.py and sessions.py; serve_app/builder.py builds the
+graph from the config YAML.
 """
 
 import asyncio
 import logging
 import time
+from importlib.metadata import version
 from typing import Any
 
 import numpy as np
@@ -28,26 +30,25 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from ray import serve
 from ray.serve.handle import DeploymentHandle
+from ray.util import metrics
 
+from reccore.constants import ENGINE_ROLES, EVENT_CODES
 from serve_app.coalesce import Coalescer
-from serve_app.engines import EVENT_CODES, DecisionRanker, LocalEngine, RetrievalEngine, SessionStore
+from serve_app.ranking import (candidate_union, decision_body, decision_merge, merge_session, rrf_blend, top_items,
+                               unknown_history)
+from serve_app.retrieval import LocalEngine
 from serve_app.schemas import (
     EventRequest, EventResponse, HealthResponse, RecommendedItem, RecommendRequest, RecommendResponse,
     SimilarItem, SimilarRequest, SimilarResponse, VersionResponse,
 )
 
 logger = logging.getLogger("ray.serve")
-ROLES = ("sequence", "discovery", "similarity", "popularity")
 DEFAULT_BUDGETS_MS = {"sequence": 150, "discovery": 150, "similarity": 150, "popularity": 100,
                       "decision": 100, "sessions": 100}
-INGRESS_BATCH_KEYS = {"max_batch": int, "max_inflight": int, "linger_ms": float}  # config key -> type
-RRF_K = 60  # reciprocal-rank fusion constant (Cormack et al. 2009) for the blended fallback ranking
 
 
 def _app_version() -> str:
     try:
-        from importlib.metadata import version
-
         return version("ray-recsys")
     except Exception:
         return "0.1.0-dev"
@@ -70,12 +71,10 @@ class Recommender:
                  history_window: int = 200, rescue_ms: float = 2000.0, max_batch: int = 32, max_inflight: int = 1,
                  linger_ms: float = 0.0,
                  local: dict[str, str] | None = None, tracking_uri: str | None = None):
-        from ray.util import metrics
-
         # Roles hosted in this process (`in_ingress`) answer through the same call shape as handles.
         local_engines = {r: LocalEngine(r, u, tracking_uri, history_window) for r, u in (local or {}).items()}
         self.retrieval = {r: retrieval[r] if r in retrieval else local_engines[r]
-                          for r in ROLES if r in retrieval or r in local_engines}
+                          for r in ENGINE_ROLES if r in retrieval or r in local_engines}
         self.local_roles = set(local_engines) - set(retrieval)
         self.decision, self.sessions = decision, sessions
         self.budgets = {k: v / 1000.0 for k, v in {**DEFAULT_BUDGETS_MS, **(budgets_ms or {})}.items()}
@@ -97,7 +96,8 @@ class Recommender:
                                          boundaries=[1, 2, 4, 8, 16, 32, 64])
         self.m_batches = metrics.Counter("recsys_recommend_batches", "batches of /recommend requests")
         self.m_batched = metrics.Counter("recsys_recommend_batched_requests", "/recommend requests in those batches")
-        self.batcher = Coalescer(self._recommend_many, max_batch=max_batch, max_inflight=max_inflight, linger_ms=linger_ms)
+        self.batcher = Coalescer(self._recommend_many, max_batch=max_batch, max_inflight=max_inflight,
+                                 linger_ms=linger_ms)
         self.batcher.on_batch = self._count_batch
 
     def _count_batch(self, size: int) -> None:
@@ -210,7 +210,8 @@ class Recommender:
                            "user": req.user_id, "n": max(req.k, self.n_cand),
                            "filters": req.filters.model_dump(exclude={"exclude"}), "exclude": req.filters.exclude,
                            "exclude_seen": req.exclude_seen})
-        return asyncio.ensure_future(self._fan_out({r: h.recommend_batch.remote(bodies) for r, h in self.retrieval.items()}))
+        calls = {r: h.recommend_batch.remote(bodies) for r, h in self.retrieval.items()}
+        return asyncio.ensure_future(self._fan_out(calls))
 
     async def _recommend_many(self, batch: list[tuple[RecommendRequest, float]]) -> list:
         """Answer concurrent /recommend requests together: one session lookup, one call per retrieval
@@ -227,15 +228,17 @@ class Recommender:
         keyed = [i for i, st in enumerate(states) if st["key"] is not None]
         second, again = None, []
         if keyed:
-            live, reason = await self._call("sessions", self.sessions.get_many.remote([states[i]["key"] for i in keyed]))
+            keys = [states[i]["key"] for i in keyed]
+            live, reason = await self._call("sessions", self.sessions.get_many.remote(keys))
             if reason:
                 for i in keyed:
                     states[i]["degraded"].append("sessions")
             else:
                 for i, (live_items, live_events) in zip(keyed, live):
                     if live_items:
-                        states[i]["items"] += list(live_items)
-                        states[i]["events"] += list(live_events)
+                        st = states[i]
+                        st["items"], st["events"] = merge_session(st["items"], st["events"], live_items,
+                                                                  live_events, self.history_window)
                         again.append(i)
                 if again:
                     second = self._retrieve(reqs, states, again)
@@ -246,39 +249,30 @@ class Recommender:
                     answers[i][role] = (outs[j] if outs is not None else None, reason)
 
         ranked, to_rank = [None] * len(reqs), []
-        for i, (req, st) in enumerate(zip(reqs, states)):
+        for i, st in enumerate(states):
             st["items"], st["events"] = st["items"][-self.history_window:], st["events"][-self.history_window:]
             answered = {r: out for r, (out, reason) in answers[i].items() if reason is None}
             st["degraded"] += [r for r, (_, reason) in answers[i].items() if reason is not None]
             if not answered:
                 continue
-            unknown = set.intersection(*(set(map(str, o["unknown"])) for o in answered.values()))
-            st["unknown"] = list(dict.fromkeys(x for x in st["items"] if str(x) in unknown))
-            # Union of the candidates: per item, each engine's (rank, score).
-            cands: dict[Any, dict[str, tuple[int, float]]] = {}
-            for r, out in answered.items():
-                for rank, (it, sc) in enumerate(zip(out["items"], out["scores"])):
-                    cands.setdefault(it, {})[r] = (rank, sc)
-            st["cands"], st["ids"] = cands, list(cands)
-            st["blend"] = np.array([sum(1.0 / (RRF_K + rank + 1) for rank, _ in cands[c].values()) for c in st["ids"]])
+            st["unknown"] = unknown_history(st["items"], answered)
+            st["cands"] = candidate_union(answered)
+            st["blend"] = rrf_blend(st["cands"])
             ranked[i] = (st["blend"], "blend")
-            if st["ids"] and self.decision is not None:
+            if st["cands"] and self.decision is not None:
                 to_rank.append(i)
             elif self.decision is None:
                 st["degraded"].append("decision")
         if to_rank:
-            bodies = [{"history": states[i]["items"], "events": states[i]["events"], "candidates": states[i]["ids"],
-                       "engine_scores": {r: [states[i]["cands"][c][r][1] if r in states[i]["cands"][c] else None
-                                             for c in states[i]["ids"]] for r in ROLES}} for i in to_rank]
+            bodies = [decision_body(states[i]["items"], states[i]["events"], states[i]["cands"]) for i in to_rank]
             outs, reason = await self._call("decision", self.decision.rank_batch.remote(bodies))
             for j, i in enumerate(to_rank):
                 if reason is not None:
                     states[i]["degraded"].append("decision")
                     continue
-                q = np.array([np.nan if v is None else v for v in outs[j]["q"]], np.float64)
-                known, blend = np.isfinite(q), states[i]["blend"]
-                if known.any():  # candidates the policy does not know go after, in blend order
-                    ranked[i] = (np.where(known, q, np.nanmin(np.where(known, q, np.nan)) - 1.0 - blend), "decision")
+                final = decision_merge(outs[j]["q"], states[i]["blend"])
+                if final is not None:
+                    ranked[i] = (final, "decision")
 
         responses = []
         for i, ((req, t0), st) in enumerate(zip(batch, states)):
@@ -287,10 +281,8 @@ class Recommender:
                     "recommend", t0, f"no retrieval engine could answer ({', '.join(st['degraded'])})", st["degraded"]))
                 continue
             final, ranker = ranked[i]
-            ids, cands = st["ids"], st["cands"]
-            order = np.lexsort((np.arange(len(ids)), -final))[: req.k]
-            result = [RecommendedItem(item=ids[o], score=float(final[o]), engines=[r for r in ROLES if r in cands[ids[o]]])
-                      for o in order]
+            result = [RecommendedItem(item=item, score=score, engines=engines)
+                      for item, score, engines in top_items(st["cands"], final, req.k)]
             if not result:
                 self.m_empty.inc(tags={"endpoint": "recommend"})
             took = self._done("recommend", t0, 200)
@@ -368,98 +360,3 @@ class Recommender:
         if self.decision is None:
             infos["decision"] = {"status": "not configured"}
         return VersionResponse(app=_app_version(), engines=infos)
-
-
-# -- builders -----------------------------------------------------------------------------------------------
-def _init_tracking_store(tracking_uri: str | None) -> None:
-    """Create/migrate the MLflow store once here, not concurrently in every replica (a fresh sqlite
-    store initialized by several replicas at once fails their artifact loads)."""
-    import os
-
-    if tracking_uri:
-        os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
-    try:
-        from reccore import tracking
-
-        tracking.configured_mlflow().MlflowClient().search_registered_models(max_results=1)
-    except Exception as e:  # the replicas report the real error per engine
-        logger.warning("MLflow store %s not reachable from the app builder: %s", tracking_uri, e)
-
-
-def build_app(args: dict[str, Any]) -> serve.Application:
-    """App builder for the config YAML. args:
-    engines: {sequence|discovery|similarity|popularity: artifact URI or null}  (at least one)
-    decision: artifact URI of the DQN policy, or null (then the union is ranked by a blend)
-    budgets_ms: per-engine time budget ({role: ms}, plus decision and sessions)
-    rescue_ms: when no retrieval engine answers within its budget, wait this long for the first one
-    in_ingress: retrieval roles loaded inside the ingress process instead of a deployment (default
-        none; the YAML hosts popularity there: a hop costs more than its work)
-    ingress_batch: {max_batch, max_inflight, linger_ms} -- concurrent /recommend requests answered together
-        (serve_app/coalesce.py): at most max_batch per batch, at most max_inflight batches at once; under
-        load a batch waits up to linger_ms for more requests
-    candidates_per_engine: candidates each retrieval engine proposes (default 50)
-    history_window: newest history items scored (default 200)
-    tracking_uri: MLflow store for `models:/` URIs (default: $MLFLOW_TRACKING_URI or $RECSYS_HOME's sqlite)
-    sessions: {max_sessions, max_events, ttl_s}
-    faults: {role: {fail: bool, delay_ms: float}} -- drills and tests only
-    """
-    args = dict(args or {})
-    bad_batch = sorted(set(args.get("ingress_batch") or {}) - set(INGRESS_BATCH_KEYS))
-    if bad_batch:
-        raise ValueError(f"unknown ingress_batch key(s) {bad_batch}; valid: {list(INGRESS_BATCH_KEYS)}")
-    known = {"engines", "decision", "budgets_ms", "candidates_per_engine", "history_window", "tracking_uri",
-             "sessions", "faults", "max_batch_size", "rescue_ms", "ingress_batch", "in_ingress"}
-    unknown = sorted(set(args) - known)
-    if unknown:
-        raise ValueError(f"unknown app arg(s) {unknown}; valid: {sorted(known)}")
-    engines = {r: u for r, u in (args.get("engines") or {}).items() if u}
-    bad = sorted(set(engines) - set(ROLES))
-    if bad:
-        raise ValueError(f"unknown engine role(s) {bad}; roles are {list(ROLES)}")
-    if not engines:
-        raise ValueError("no retrieval engine configured: set args.engines.<role> to an artifact URI "
-                         "(e.g. models:/sasrec@champion or a folder written by Engine.save)")
-    faults, tracking_uri = args.get("faults") or {}, args.get("tracking_uri")
-    if any(str(u).startswith(("models:/", "runs:/")) for u in [*engines.values(), args.get("decision")]):
-        _init_tracking_store(tracking_uri)
-    window = int(args.get("history_window", 200))
-    in_ingress = list(args.get("in_ingress") or [])
-    if sorted(set(in_ingress) - set(ROLES)):
-        raise ValueError(f"in_ingress: unknown role(s) {sorted(set(in_ingress) - set(ROLES))}; roles are {list(ROLES)}")
-    if any(faults.get(r) for r in in_ingress if r in engines):
-        raise ValueError("faults need an engine deployment: remove the role from in_ingress to drill it")
-    local = {role: str(uri) for role, uri in engines.items() if role in in_ingress}
-    retrieval = {
-        role: RetrievalEngine.options(name=role).bind(
-            role, str(uri), tracking_uri=tracking_uri, history_window=window,
-            max_batch_size=int(args.get("max_batch_size", 16)), **(faults.get(role) or {}))
-        for role, uri in engines.items() if role not in local
-    }
-    decision = None
-    if args.get("decision"):
-        decision = DecisionRanker.options(name="decision").bind(
-            str(args["decision"]), tracking_uri=tracking_uri, fail=bool((faults.get("decision") or {}).get("fail")))
-    sessions = SessionStore.options(name="sessions").bind(**(args.get("sessions") or {}))
-    return Recommender.bind(retrieval, decision, sessions, budgets_ms=args.get("budgets_ms"),
-                            candidates_per_engine=int(args.get("candidates_per_engine", 50)),
-                            history_window=window, rescue_ms=float(args.get("rescue_ms", 2000)),
-                            local=local, tracking_uri=tracking_uri,
-                            **{k: INGRESS_BATCH_KEYS[k](v) for k, v in (args.get("ingress_batch") or {}).items()})
-
-
-noop_api = FastAPI(title="recsys no-op floor")
-
-
-@serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=64)
-@serve.ingress(noop_api)
-class NoOp:
-    """The same proxy + FastAPI + request model, no engine: the floor of the load benchmark."""
-
-    @noop_api.post("/recommend", response_model=RecommendResponse)
-    async def recommend(self, req: RecommendRequest):
-        return RecommendResponse(items=[], ranker="blend", degraded=[], unknown_items=[],
-                                 history_used=len(req.history), took_ms=0.0)
-
-
-def build_noop_app(args: dict[str, Any] | None = None) -> serve.Application:
-    return NoOp.bind()

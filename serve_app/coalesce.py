@@ -17,8 +17,8 @@ no more are coming. Without that stop, closed-loop clients settle into cohorts t
 
 Why not `@serve.batch` here: it waits a fixed `batch_wait_timeout_s` for company (added latency at
 low load), and the batches it forms while the previous one runs do not grow: they queue behind its
-`max_concurrent_batches` semaphore at the size the wait window gave them. The engine replicas still
-use `@serve.batch` for calls that arrive one by one.
+`max_concurrent_batches` semaphore at the size the wait window gave them. So the engine replicas are
+only ever called with whole batches (`recommend_batch`).
 """
 from __future__ import annotations
 

@@ -22,8 +22,10 @@ from pathlib import Path
 
 import yaml
 
+from reccore import tracking
+from reccore.constants import ENGINE_ROLES as ROLES
+
 CONFIG = Path(__file__).with_name("config.yaml")
-ROLES = ("sequence", "discovery", "similarity", "popularity")
 
 
 def _absolute(uri: str | None) -> str | None:
@@ -47,8 +49,6 @@ def load_config(path: str | Path = CONFIG, engines: dict | None = None, decision
     a["engines"] = {r: _absolute(u) for r, u in a["engines"].items() if u}
     a["decision"] = _absolute(a.get("decision"))
     if not a.get("tracking_uri"):
-        from reccore import tracking
-
         a["tracking_uri"] = tracking.tracking_uri()
     hosted = set(a.get("in_ingress") or [])  # roles loaded inside the ingress have no deployment
     built = (set(a["engines"]) - hosted) | {"Recommender", "sessions"} | ({"decision"} if a.get("decision") else set())
@@ -64,6 +64,7 @@ def load_config(path: str | Path = CONFIG, engines: dict | None = None, decision
 def deploy(config: dict, timeout_s: float = 180.0) -> str:
     """Start Serve (Ray must be initialized) and deploy the config; returns the app's base URL once
     every application is RUNNING, or raises with Serve's message when one fails to deploy."""
+    # Lazy: Ray loads when deploying; `load_config` alone (tests, the demo's config) does not need it.
     from ray import serve
     from ray.serve._private import api as serve_api
     from ray.serve.schema import ServeDeploySchema
@@ -122,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
     started_here = a.address is None
     if started_here:  # direct gRPC between replicas, user code on the replica's loop (Ray >= 2.55)
         os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
-    import ray
+    import ray  # lazy: after the environment Ray reads at import is set
     from ray import serve
 
     # address="local": always a new cluster here, never another process's cluster on this machine
@@ -144,7 +145,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     try:
         if a.smoke:
-            import httpx
+            import httpx  # lazy: the HTTP client is only needed by --smoke (a test extra)
 
             body = {"history": [101, 204, 305], "user_id": "user_123"}
             r = httpx.post(f"{url}/recommend", json=body, timeout=30)

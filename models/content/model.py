@@ -14,7 +14,6 @@ the [n_items, d] matrix no longer fits one replica's memory (1M x 384 float32 = 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,10 +22,10 @@ import pandas as pd
 
 from models.base import Engine
 from models.content.encoder import TextEncoder
+from reccore.paths import work_dir
 from recdata.dataset import Interactions
-from recdata.schema import HistoryBatch
 from recdata.metrics import NEG_INF, top_k
-from recdata.schema import EventWeights
+from recdata.schema import EventWeights, HistoryBatch
 
 PRICE_WORDS = {3: ["cheap", "mid-priced", "expensive"],
                5: ["very cheap", "cheap", "mid-priced", "expensive", "very expensive"]}
@@ -125,8 +124,7 @@ class ContentEngine(Engine):
         """The text encoder, loaded on first use (a replica answering item queries never loads it)."""
         if self._encoder is None:
             c = self.config
-            cache = c.cache_dir if c.cache_dir is not None else os.path.join(
-                os.environ.get("RECSYS_HOME", ".recsys"), "embeddings")
+            cache = c.cache_dir if c.cache_dir is not None else str(work_dir() / "embeddings")
             self._encoder = TextEncoder(c.model_path, c.max_length, c.batch_size, c.device, cache or None,
                                         c.progress, c.torch_threads)
         return self._encoder
@@ -166,33 +164,13 @@ class ContentEngine(Engine):
         P = np.stack([self.profile(i, e) for i, e in zip(batch.items, batch.events)])  # [B, dim]
         return P @ self.item_emb.T                                                      # [B, n_items]
 
-    def allowed(self, category: str | None = None, min_price: float | None = None,
-                max_price: float | None = None) -> np.ndarray:
-        """Boolean [n_items] mask of the business filters (for `recommend(allowed=...)`). Items with
-        no price never pass a price filter."""
-        items = self.catalog.items
-        ok = np.ones(self.n_items, bool)
-        if category is not None:
-            if "category" not in items:
-                raise ValueError("this catalog has no category column; drop the category filter")
-            ok &= items["category"].astype(str).to_numpy() == str(category)
-        if min_price is not None or max_price is not None:
-            if "price" not in items:
-                raise ValueError("this catalog has no price column; drop the price filter")
-            p = pd.to_numeric(items["price"], errors="coerce").to_numpy(np.float64)
-            ok &= np.isfinite(p)
-            if min_price is not None:
-                ok &= p >= min_price
-            if max_price is not None:
-                ok &= p <= max_price
-        return ok
-
     def similar(self, query, k: int = 10, category: str | None = None, same_category: bool = False,
                 min_price: float | None = None, max_price: float | None = None,
                 exclude=()) -> tuple[np.ndarray, np.ndarray]:
         """Items nearest to `query`: a dense item index, a free text, or a [dim] vector. Returns
         (dense indices [<=k], cosine scores), best first; the query item itself is left out.
-        `same_category` restricts to the query item's category; `exclude`: dense indices to skip."""
+        `same_category` restricts to the query item's category; `exclude`: dense indices to skip.
+        Filters are `recdata.filters.allowed_mask`'s (the serving path's): see there."""
         self._check_fitted()
         excluded = [int(x) for x in exclude if 0 <= int(x) < self.n_items]   # unknown ids (-1) ignored
         if isinstance(query, str):
@@ -212,7 +190,9 @@ class ContentEngine(Engine):
         if same_category and (isinstance(query, str) or np.ndim(query) != 0):
             raise ValueError("same_category needs an item query; pass category=... for text or vector queries")
         scores = (self.item_emb @ q).astype(np.float64)[None, :]          # [1, n_items]
-        scores[0, ~self.allowed(category, min_price, max_price)] = NEG_INF
+        mask = self.allowed(category, min_price, max_price)
+        if mask is not None:
+            scores[0, ~mask] = NEG_INF
         if excluded:
             scores[0, excluded] = NEG_INF
         idx = top_k(scores, k)[0]

@@ -14,8 +14,8 @@ import pytest
 from models.base import Engine
 from models.content import ContentConfig, ContentEngine, default_model_path, item_texts
 from recdata.dataset import encode
-from recdata.schema import HistoryBatch
-from recdata.schema import BadRowReport, EventLog, make_events
+from recdata.filters import allowed_mask
+from recdata.schema import BadRowReport, EventLog, HistoryBatch, make_events
 
 REPO = Path(__file__).resolve().parents[2]
 ITEMS = pd.DataFrame({
@@ -60,6 +60,15 @@ def test_item_text_uses_metadata():
     movie = item_texts(pd.DataFrame({"item": [1], "title": ["Toy Story (1995)"], "genres": ["Animation|Comedy"],
                                      "category": ["Animation"]}))
     assert movie == ["Toy Story (1995). Genres: Animation, Comedy."]
+
+
+def test_category_filter_is_the_serving_filter(engine, catalog):
+    """/similar (the content engine) and /recommend (the serving path) apply one filter: a parent
+    category in any case matches its subcategories."""
+    cat, _ = catalog
+    got, _ = engine.similar("a phone", k=10, category="Electronics")
+    assert set(cat.items["category"].iloc[got]) == {"electronics.smartphone", "electronics.audio"}
+    np.testing.assert_array_equal(engine.allowed(category="Electronics"), allowed_mask(cat, category="electronics"))
 
 
 def test_filters_category_price_exclude(engine, catalog):

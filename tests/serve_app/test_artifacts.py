@@ -1,10 +1,10 @@
-"""Engine loading for Serve replicas (serve_app/engines.py), without starting Serve."""
+"""Engine loading for Serve replicas (serve_app/artifacts.py), without starting Serve."""
 import numpy as np
 
 from models.popularity import PopularityEngine
 from recdata.dataset import prepare
 from recdata.schema import HistoryBatch
-from serve_app.engines import load_for_serving
+from serve_app.artifacts import load_for_serving
 from support import write_cyclic_log
 
 
