@@ -7,7 +7,7 @@ Part 2 (strong generalization, Liang et al. 2018): 10 % of users held out for va
 for test; for each, 80 % of their events are the input and the rest the targets.
 
     PYTHONPATH=. nice -n 10 python -m bench.vae_ml1m [--epochs 50 --batch-size 250 --lr 3e-3] \
-        [--data ../shared/data/ml-1m]
+        [--path ../shared/data/ml-1m]
 
 Prints tables; the LAST line is one JSON object with every figure.
 """
@@ -25,10 +25,10 @@ import scipy.sparse as sp
 
 from models.popularity import PopularityEngine
 from models.vae import VAEConfig, VAEEngine, to_cornac
+from reccore.paths import work_dir
 from recdata.dataset import VAL, VAL_FOLD_IN, PreparedDataset, prepare
 from recdata.evaluation import evaluate, format_table
-from recdata.schema import HistoryBatch
-from recdata.schema import EventWeights
+from recdata.schema import EventWeights, HistoryBatch
 
 KEYS = ["recall@20", "ndcg@20", "hr@10", "ndcg@10", "mrr", "coverage@20"]
 
@@ -97,7 +97,7 @@ def _protocol_job(a: dict) -> dict:
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data", default=str(Path("..") / "shared" / "data" / "ml-1m"))
+    ap.add_argument("--path", default=str(Path("..") / "shared" / "data" / "ml-1m"), help="ML-1M folder (ml-1m.txt)")
     ap.add_argument("--epochs", type=int, default=50)
     ap.add_argument("--hidden", type=int, default=600)
     ap.add_argument("--latent", type=int, default=200)
@@ -112,17 +112,17 @@ def main(argv=None) -> dict:
                     help="EASE L2 grid, chosen on validation (ML-1M's best lies inside this one)")
     ap.add_argument("--skip-strong", action="store_true", help="leave out the user-holdout protocol")
     ap.add_argument("--jobs", type=int, default=2, help="protocols run in parallel processes")
-    ap.add_argument("--cache", default=os.path.join(os.environ.get("RECSYS_HOME", ".recsys"), "prepared"))
+    ap.add_argument("--cache", default=str(work_dir() / "prepared"))
     args = ap.parse_args(argv)
-    if not Path(args.data).exists():
-        raise SystemExit(f"{args.data} not found; pass --data pointing at the ml-1m folder")
+    if not Path(args.path).exists():
+        raise SystemExit(f"{args.path} not found; pass --path pointing at the ml-1m folder")
     cfg = VAEConfig(hidden=[args.hidden], latent=args.latent, epochs=args.epochs, beta_max=args.beta_max,
                     input_dropout=args.dropout, batch_size=args.batch_size, lr=args.lr,
                     eval_every=args.eval_every, torch_threads=args.threads)
     lambdas = [float(x) for x in args.lambdas.split(",")]
 
     jobs = [("loo", "loo")] + ([] if args.skip_strong else [("users", "strong")])
-    args_d = {"data": args.data, "cache": args.cache, "cfg": cfg, "lambdas": lambdas}
+    args_d = {"data": args.path, "cache": args.cache, "cfg": cfg, "lambdas": lambdas}
     # The two protocols are independent: run them in parallel processes (one core each).
     with ProcessPoolExecutor(max_workers=min(args.jobs, len(jobs))) as pool:
         results = dict(zip([label for _, label in jobs],

@@ -16,7 +16,7 @@ from typing import Iterator
 from reccore.paths import work_dir
 
 __all__ = ["configured_mlflow", "experiment_id", "log_engine", "log_figure", "log_metrics", "log_params",
-           "model_version", "register", "resolve_artifact", "run", "tracking_uri", "work_dir"]
+           "metric_prefix", "model_version", "register", "resolve_artifact", "run", "tracking_uri", "work_dir"]
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
@@ -66,6 +66,14 @@ def log_params(params: dict) -> None:
     mlflow = configured_mlflow()
     flat = {k: (str(v)[:500] if not isinstance(v, (int, float, bool)) else v) for k, v in params.items()}
     mlflow.log_params(flat)
+
+
+def metric_prefix(split: str, baseline: str | None = None) -> str:
+    """The one metric-name convention of every run: `<split>_<metric>` for the run's own engine (as the
+    engines' per-epoch histories already name theirs: `val_ndcg@10`), `<baseline>_<split>_<metric>`
+    for an engine evaluated beside it (`popularity_test_hr@10`). MLflow refuses '@': `log_metrics`
+    writes it as '_at_' (`test_hr_at_10`)."""
+    return f"{baseline}_{split}_" if baseline else f"{split}_"
 
 
 def log_metrics(metrics: dict, step: int | None = None, prefix: str = "") -> None:

@@ -9,14 +9,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
+from recdata import synthetic
+from recdata.dataset import prepare
+from recdata.loaders import load
 from recdata.schema import DataError
 from trainers.common import add_data_args, load_kwargs, prepared_cache
 
 
 def stats(args: argparse.Namespace) -> int:
-    from recdata.loaders import load
-
     log = load(args.fmt, args.path, **load_kwargs(args))
     s = log.stats()
     print(f"source        {s['source']}")
@@ -34,8 +36,6 @@ def stats(args: argparse.Namespace) -> int:
 
 
 def prepare_cmd(args: argparse.Namespace) -> int:
-    from recdata.dataset import prepare
-
     ds = prepare(args.fmt, args.path, cache_dir=args.cache or prepared_cache(), split=args.split,
                  **load_kwargs(args))
     m = ds.meta
@@ -55,13 +55,11 @@ def main(argv: list[str] | None = None) -> int:
     pr = sub.add_parser("prepare", help="encode + split + cache as Parquet")
     add_data_args(pr)
     pr.add_argument("--split", choices=("loo", "users"), default="loo")
-    pr.add_argument("--cache", type=lambda x: __import__("pathlib").Path(x), default=None)
+    pr.add_argument("--cache", type=Path, default=None)
     pr.set_defaults(func=prepare_cmd)
     sub.add_parser("synth", help="synthetic REES46-schema log (`recsys data synth --help` for options)")
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["synth"]:  # its options are recdata.synthetic's own
-        from recdata import synthetic
-
         try:
             synthetic.main(argv[1:])
         except ValueError as e:

@@ -13,6 +13,13 @@ import json
 import sys
 import time
 
+import numpy as np
+
+from models.base import Engine
+from models.popularity import PopularityEngine
+from reccore import tracking
+from recdata.dataset import prepare
+from recdata.evaluation import evaluate, format_table
 from recdata.schema import DataError
 from trainers.common import add_data_args, load_kwargs, prepared_cache
 
@@ -20,11 +27,11 @@ KEYS = ["hr@10", "ndcg@10", "hr@20", "ndcg@20", "recall@20", "mrr", "coverage@10
 
 
 def metrics_figure(rows: dict[str, dict], keys=("hr@10", "ndcg@10", "hr@20", "ndcg@20", "mrr")):
+    # Lazy: matplotlib only when a figure is drawn (after Agg is chosen: no display on a cluster node).
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
     fig, ax = plt.subplots(figsize=(7, 3.5))
     width = 0.8 / len(rows)
@@ -38,18 +45,12 @@ def metrics_figure(rows: dict[str, dict], keys=("hr@10", "ndcg@10", "hr@20", "nd
 
 
 def run_evaluation(args: argparse.Namespace) -> dict[str, dict]:
-    from models.base import Engine
-    from models.popularity import PopularityEngine
-    from recdata.dataset import prepare
-    from recdata.evaluation import evaluate
-
+    """{engine name: metrics}, the evaluated engine first, popularity beside it."""
     ds = prepare(args.fmt, args.path, cache_dir=prepared_cache(), **load_kwargs(args))
     rows: dict[str, dict] = {}
     pop = PopularityEngine(catalog=ds.catalog).timed_fit(ds.train)
     if args.artifact:
-        from reccore.tracking import resolve_artifact
-
-        engine = Engine.load(resolve_artifact(args.artifact))
+        engine = Engine.load(tracking.resolve_artifact(args.artifact))
         if engine.catalog.n_items != ds.catalog.n_items:
             raise DataError(f"{args.artifact} was trained on a catalog of {engine.catalog.n_items} items, "
                             f"this data has {ds.catalog.n_items}: evaluate it on the data it was trained on")
@@ -78,8 +79,6 @@ def main(argv: list[str] | None = None) -> int:
                    help="also report sampled metrics with N negatives (labelled; 0 = off)")
     p.add_argument("--no-mlflow", action="store_true", help="do not log an MLflow run")
     args = p.parse_args(argv)
-    from recdata.evaluation import format_table
-
     try:
         rows = run_evaluation(args)
     except DataError as e:
@@ -93,13 +92,12 @@ def main(argv: list[str] | None = None) -> int:
                            f"labelled extra: target among {args.sampled} sampled negatives (not comparable "
                            "to full ranking)"))
     if not args.no_mlflow:
-        from reccore import tracking
-
+        evaluated = next(iter(rows))
         with tracking.run("evaluation", run_name=f"{'+'.join(rows)}-{args.fmt}"):
             tracking.log_params({"format": args.fmt, "path": args.path, "split": args.split,
                                  "sampled_negatives": args.sampled})
             for name, r in rows.items():
-                tracking.log_metrics(r, prefix=f"{name}.")
+                tracking.log_metrics(r, prefix=tracking.metric_prefix(args.split, None if name == evaluated else name))
             tracking.log_figure(metrics_figure(rows), "metrics.png")
     print(json.dumps({name: {k: v for k, v in r.items()} for name, r in rows.items()}))
     return 0

@@ -31,8 +31,11 @@ from pathlib import Path
 from typing import Any
 
 
+from reccore import tracking
+from reccore.config import load_config
+from recdata.dataset import PreparedDataset, prepare, source_fingerprint
 from recdata.schema import DataError
-from trainers.common import add_data_args, load_kwargs
+from trainers.common import add_data_args, load_kwargs, ray_address
 
 
 @dataclass
@@ -97,8 +100,6 @@ class StageContext:
 
 
 def prepare_stage(ctx: StageContext) -> dict:
-    from recdata.dataset import prepare
-
     ds = prepare(ctx.data["fmt"], ctx.data["path"], cache_dir=Path(ctx.work_dir) / "prepared",
                  **ctx.data.get("load_kwargs", {}))
     return {"dataset_dir": str(Path(ctx.work_dir) / "prepared" / ds.meta["fingerprint"]),
@@ -113,18 +114,13 @@ def _run_stage(spec: StageSpec, ctx: StageContext) -> dict:
     module, func = spec.target.split(":")
     fn = getattr(importlib.import_module(module), func)
     if spec.on_dataset:
-        from recdata.dataset import PreparedDataset
-
         train, dataset_dir = fn, ctx.data["dataset_dir"]
         fn = lambda ctx: train(PreparedDataset.load(dataset_dir), ctx.options)  # noqa: E731
     t0 = time.perf_counter()
     if ctx.parent_run_id is None:
         out = fn(ctx)
     else:
-        import mlflow
-
-        from reccore import tracking
-
+        mlflow = tracking.configured_mlflow()  # the pipeline's store: MLFLOW_TRACKING_URI set above
         with mlflow.start_run(run_name=spec.name, parent_run_id=ctx.parent_run_id,
                               experiment_id=tracking.experiment_id("pipeline")):
             out = fn(ctx)
@@ -136,8 +132,6 @@ def _fingerprint(spec: StageSpec, ctx: StageContext) -> str:
     payload = {"stage": spec.target, "data": ctx.data if spec.name == "prepare" else None,
                "options": ctx.options, "upstream": {k: v.get("fingerprint") for k, v in ctx.upstream.items()}}
     if spec.name == "prepare":
-        from recdata.dataset import source_fingerprint
-
         # Size + mtime of the input files: an edited log re-runs everything downstream.
         payload["files"] = source_fingerprint(ctx.data["fmt"], ctx.data["path"], **ctx.data.get("load_kwargs", {}))
     else:
@@ -160,17 +154,13 @@ def _with_upstream(names: list[str]) -> list[StageSpec]:
 
 
 def run_pipeline(data: dict, config: PipelineConfig, force: bool = False, address: str | None = None) -> dict:
-    import ray
-
-    from reccore import tracking
+    import ray  # lazy: the CLI's config errors are reported without starting (or importing) Ray
 
     work = tracking.work_dir()
     record_dir = work / "pipeline"
     record_dir.mkdir(parents=True, exist_ok=True)
     specs = _with_upstream(config.stages)
     if not ray.is_initialized():
-        from trainers.common import ray_address
-
         # No runtime_env here: under `ray job submit` it would clash with the job's own; each stage
         # gets the work dir and tracking URI through its StageContext instead.
         ray.init(address=ray_address(address), include_dashboard=False, logging_level="WARNING")
@@ -211,14 +201,12 @@ def run_pipeline(data: dict, config: PipelineConfig, force: bool = False, addres
             outputs[spec.name] = out
             (record_dir / f"{spec.name}.json").write_text(json.dumps(out, indent=2, default=str))
             summary = {k: v for k, v in out.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-            tracking.log_metrics(summary, prefix=f"{spec.name}.")
+            tracking.log_metrics(summary, prefix=f"{spec.name}_")  # e.g. vae_test_hr_at_10
             print(f"[pipeline] {spec.name:<10} done in {out['seconds']} s  {json.dumps(summary)[:200]}", flush=True)
     return outputs
 
 
 def load_pipeline_config(path: str | None) -> PipelineConfig:
-    from models.base import load_config
-
     return load_config(PipelineConfig, path)
 
 

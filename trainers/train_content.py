@@ -10,44 +10,34 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 
+from models.content import ContentConfig, ContentEngine
+from reccore import tracking
+from reccore.config import config_from_dict, load_config
+from recdata.dataset import prepare
 from recdata.schema import DataError
 from trainers.common import add_data_args, load_kwargs, prepared_cache
+from trainers.engine_job import fit_evaluate_register
+
+TABLE_KEYS = ("hr@10", "ndcg@10", "hr@20", "mrr", "coverage@10")
 
 
 def train(ds, options: dict | None = None, register: bool = True) -> dict:
     """Embed the catalog (cold-start items included), evaluate, log and register. Needs an active
     MLflow run (the caller's)."""
-    from models.base import config_from_dict
-    from models.content import ContentConfig, ContentEngine
-    from models.popularity import PopularityEngine
-    from recdata.evaluation import evaluate, format_table
-    from reccore import tracking
-
     config = config_from_dict(ContentConfig, options, "content options")
     engine = ContentEngine(config, ds.catalog)
-    t0 = time.perf_counter()
-    engine.fit(ds.train)
-    engine.fit_seconds = time.perf_counter() - t0
     enc = engine.encoder
-    tracking.log_params({"engine": "content", "model_key": enc.key, "model_path": enc.path,
-                         **{k: v for k, v in vars(config).items() if k not in ("weights", "model_path")}})
-    pop = PopularityEngine(catalog=ds.catalog).fit(ds.train)
-    rows = {"content": evaluate(engine, ds, "test"), "popularity": evaluate(pop, ds, "test")}
-    print(format_table(rows, ["hr@10", "ndcg@10", "hr@20", "mrr", "coverage@10"],
-                       "user profile -> items, test, full ranking, seen items filtered"))
+    summary = fit_evaluate_register(
+        engine, ds, "content" if register else None, table_keys=TABLE_KEYS,
+        params={"model_key": enc.key, "model_path": enc.path,
+                **{k: v for k, v in vars(config).items() if k not in ("weights", "model_path")}},
+        title="user profile -> items, test, full ranking, seen items filtered")
     cold = int((ds.train.item_counts() == 0).sum())
-    tracking.log_metrics(rows["content"], prefix="test.")
-    tracking.log_metrics(rows["popularity"], prefix="test_popularity.")
-    tracking.log_metrics({"fit_seconds": engine.fit_seconds, "items": ds.catalog.n_items,
-                          "items_without_train_events": cold, "cache_hits": getattr(enc, "cache_hits", 0)})
-    version = tracking.log_engine(engine, "content" if register else None)
-    return {"artifact": "models:/content@champion" if version else None, "version": version,
-            "items": ds.catalog.n_items, "items_without_train_events": cold,
-            "fit_seconds": round(engine.fit_seconds, 2),
-            **{f"test_{k}": v for k, v in rows["content"].items() if k != "users"},
-            "popularity_test_hr@10": rows["popularity"]["hr@10"]}
+    extra = {"items": ds.catalog.n_items, "items_without_train_events": cold,
+             "cache_hits": getattr(enc, "cache_hits", 0)}
+    tracking.log_metrics(extra)
+    return {**summary, **extra}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,11 +50,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-register", action="store_true", help="log the artifact without registering it")
     args = p.parse_args(argv)
-    from models.base import load_config
-    from models.content import ContentConfig
-    from recdata.dataset import prepare
-    from reccore import tracking
-
     try:
         config = load_config(ContentConfig, args.config, model_path=args.model_path, batch_size=args.batch_size,
                              progress=False if args.no_progress else None)

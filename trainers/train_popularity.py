@@ -7,28 +7,21 @@ from __future__ import annotations
 import argparse
 import sys
 
+from models.popularity import PopularityConfig, PopularityEngine
+from reccore import tracking
+from reccore.config import config_from_dict
+from recdata.dataset import prepare
 from recdata.schema import DataError
 from trainers.common import add_data_args, load_kwargs, prepared_cache
+from trainers.engine_job import fit_evaluate_register
 
 
 def train(ds, options: dict | None = None, register: bool = True) -> dict:
     """Fit on the train split, evaluate on validation and test, log and register. Needs an active
     MLflow run (the caller's)."""
-    from models.base import config_from_dict
-    from models.popularity import PopularityConfig, PopularityEngine
-    from recdata.evaluation import evaluate
-    from reccore import tracking
-
     config = config_from_dict(PopularityConfig, options, "popularity options")
-    engine = PopularityEngine(config, ds.catalog).timed_fit(ds.train)
-    val, test = evaluate(engine, ds, "val"), evaluate(engine, ds, "test")
-    tracking.log_params({"engine": "popularity", **vars(config)})
-    tracking.log_metrics(val, prefix="val.")
-    tracking.log_metrics(test, prefix="test.")
-    version = tracking.log_engine(engine, "popularity" if register else None)
-    return {"artifact": "models:/popularity@champion" if version else None, "version": version,
-            **{f"val_{k}": v for k, v in val.items() if k != "users"},
-            **{f"test_{k}": v for k, v in test.items() if k != "users"}}
+    engine = PopularityEngine(config, ds.catalog)
+    return fit_evaluate_register(engine, ds, "popularity" if register else None, params=vars(config))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,9 +31,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--use-weights", action="store_true", help="count event weights, not interactions")
     p.add_argument("--half-life-days", type=float, help="recency decay of counts")
     args = p.parse_args(argv)
-    from recdata.dataset import prepare
-    from reccore import tracking
-
     try:
         ds = prepare(args.fmt, args.path, cache_dir=prepared_cache(), **load_kwargs(args))
     except DataError as e:

@@ -9,25 +9,22 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 
+from models.vae import VAEConfig, VAEEngine
+from reccore import tracking
+from reccore.config import config_from_dict, load_config
+from recdata.dataset import VAL, VAL_FOLD_IN, prepare
 from recdata.schema import DataError
 from trainers.common import add_data_args, load_kwargs, prepared_cache
+from trainers.engine_job import fit_evaluate_register
+
+TABLE_KEYS = ("recall@20", "ndcg@20", "hr@10", "ndcg@10", "mrr", "coverage@20")
 
 
 def train(ds, options: dict | None = None, register: bool = True) -> dict:
     """Fit on the train split (the best epoch chosen on validation), evaluate validation and test
     with popularity beside, log and register. Needs an active MLflow run (the caller's)."""
-    from models.base import config_from_dict
-    from models.popularity import PopularityEngine
-    from models.vae import VAEConfig, VAEEngine
-    from recdata.dataset import VAL, VAL_FOLD_IN
-    from recdata.evaluation import evaluate, format_table
-    from reccore import tracking
-
     config = config_from_dict(VAEConfig, options, "vae options")
-    tracking.log_params({"engine": "vae", "split": ds.meta.get("split", "loo"),
-                         **{k: v for k, v in vars(config).items() if k != "weights"}})
     engine = VAEEngine(config, ds.catalog)
 
     def on_epoch(row: dict) -> None:
@@ -37,22 +34,10 @@ def train(ds, options: dict | None = None, register: bool = True) -> dict:
                   f"val recall@20 {row['val_recall@20']:.4f}", flush=True)
 
     val_rows = ds.interactions.select([VAL, VAL_FOLD_IN])
-    t0 = time.perf_counter()
-    engine.fit(ds.train, val_rows, on_epoch=on_epoch)
-    engine.fit_seconds = time.perf_counter() - t0
-    pop = PopularityEngine(catalog=ds.catalog).fit(ds.train)
-    rows = {"vae": evaluate(engine, ds, "test"), "popularity": evaluate(pop, ds, "test")}
-    val = evaluate(engine, ds, "val")
-    print(format_table(rows, ["recall@20", "ndcg@20", "hr@10", "ndcg@10", "mrr", "coverage@20"],
-                       "test, full ranking, seen items filtered"))
-    tracking.log_metrics(val, prefix="val.")
-    tracking.log_metrics(rows["vae"], prefix="test.")
-    tracking.log_metrics(rows["popularity"], prefix="test_popularity.")
-    tracking.log_metrics({"fit_seconds": engine.fit_seconds})
-    version = tracking.log_engine(engine, "vae" if register else None)
-    return {"artifact": "models:/vae@champion" if version else None, "version": version,
-            "val_recall@20": val["recall@20"], **{f"test_{k}": v for k, v in rows["vae"].items() if k != "users"},
-            "popularity_test_recall@20": rows["popularity"]["recall@20"]}
+    return fit_evaluate_register(engine, ds, "vae" if register else None,
+                                 fit=lambda: engine.fit(ds.train, val_rows, on_epoch=on_epoch),
+                                 params={k: v for k, v in vars(config).items() if k != "weights"},
+                                 table_keys=TABLE_KEYS)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,11 +56,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--recipe", choices=("mult-vae", "cornac"))
     p.add_argument("--no-register", action="store_true", help="log the artifact without registering it")
     args = p.parse_args(argv)
-    from models.base import load_config
-    from models.vae import VAEConfig
-    from recdata.dataset import prepare
-    from reccore import tracking
-
     try:
         config = load_config(VAEConfig, args.config, epochs=args.epochs, latent=args.latent,
                              hidden=[args.hidden] if args.hidden else None, batch_size=args.batch_size,

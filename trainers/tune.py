@@ -22,9 +22,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
+import importlib
+
 import yaml
 
+from models.base import ENGINE_MODULES, Engine, get_engine_class
+from models.popularity import PopularityEngine
+from reccore import tracking
+from reccore.config import config_from_dict
+from recdata.dataset import PreparedDataset, prepare
+from recdata.evaluation import evaluate
 from recdata.schema import DataError
+from trainers.common import ray_address
 
 SAMPLERS = ("choice", "uniform", "loguniform", "randint", "grid")
 
@@ -74,8 +83,6 @@ class SweepConfig:
 
 
 def load_sweep(path: str | Path) -> SweepConfig:
-    from models.base import config_from_dict, get_engine_class
-
     raw = yaml.safe_load(Path(path).read_text()) or {}
     sweep = config_from_dict(SweepConfig, raw, str(path))
     config_from_dict(SchedulerSpec, sweep.scheduler, f"{path}: scheduler")
@@ -95,7 +102,7 @@ def load_sweep(path: str | Path) -> SweepConfig:
 
 
 def param_space(sweep: SweepConfig) -> dict:
-    from ray import tune
+    from ray import tune  # lazy here and below: Ray loads when a sweep runs, not when a sweep file is checked
 
     space = {}
     for key, spec in sweep.search_space.items():
@@ -117,10 +124,6 @@ def param_space(sweep: SweepConfig) -> dict:
 # Each engine module provides `tune_epochs(engine, ds, start_epoch) -> Iterator[(epoch, metrics)]`,
 # training in place; the engine's own artifact is the checkpoint.
 def trial_epochs(engine_name: str) -> Callable[..., Iterator[tuple[int, dict]]]:
-    import importlib
-
-    from models.base import ENGINE_MODULES
-
     module = importlib.import_module(ENGINE_MODULES[engine_name])
     if not hasattr(module, "tune_epochs"):
         raise ValueError(f"engine {engine_name!r} does not support sweeps (no tune_epochs in {module.__name__})")
@@ -129,14 +132,8 @@ def trial_epochs(engine_name: str) -> Callable[..., Iterator[tuple[int, dict]]]:
 
 def _trial(config: dict) -> None:
     """One Tune trial (runs in a Ray worker)."""
-    import mlflow
-    from ray import tune
-
-    from models.base import Engine, config_from_dict, get_engine_class
-    from recdata.dataset import PreparedDataset
-    from reccore import tracking
-
     import ray
+    from ray import tune
 
     meta = config.pop("__sweep__")
     node_id = ray.get_runtime_context().get_node_id()
@@ -152,7 +149,7 @@ def _trial(config: dict) -> None:
     else:
         engine = cls(engine_cfg, ds.catalog)
     os.environ["MLFLOW_TRACKING_URI"] = meta["tracking_uri"]
-    mlflow.set_tracking_uri(meta["tracking_uri"])
+    mlflow = tracking.configured_mlflow()  # the sweep's store (the environment variable just set)
     mlflow.start_run(run_name=f"trial-{tune.get_context().get_trial_id()}", parent_run_id=meta["parent_run_id"],
                      experiment_id=meta["experiment_id"])
     try:
@@ -173,8 +170,6 @@ def _trial(config: dict) -> None:
 def _close_trial_runs(parent_run_id: str, experiment_id: str) -> None:
     """A trial that Tune stops (ASHA, max_t) may be torn down before its `finally` ends its MLflow
     run; the driver closes what is left open so no trial stays RUNNING in the UI."""
-    from reccore import tracking
-
     client = tracking.configured_mlflow().MlflowClient()
     open_runs = client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent_run_id}' "
                                                     "and attributes.status = 'RUNNING'")
@@ -189,12 +184,6 @@ def run_sweep(sweep: SweepConfig, num_samples: int | None = None, resume: bool =
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
-    from models.base import Engine
-    from models.popularity import PopularityEngine
-    from recdata.dataset import prepare
-    from recdata.evaluation import evaluate
-    from reccore import tracking
-
     t0 = time.perf_counter()
     repo = Path(__file__).resolve().parents[1]
     path = Path(sweep.data["path"])
@@ -202,8 +191,6 @@ def run_sweep(sweep: SweepConfig, num_samples: int | None = None, resume: bool =
     ds = prepare(sweep.data["format"], path, cache_dir=tracking.work_dir() / "prepared")
     dataset_dir = str(tracking.work_dir() / "prepared" / ds.meta["fingerprint"])
     if not ray.is_initialized():
-        from trainers.common import ray_address
-
         ray.init(address=ray_address(), include_dashboard=False, logging_level="WARNING")
     storage = storage or str(tracking.work_dir() / "tune")
     name = name or f"{sweep.engine}-sweep"
@@ -247,8 +234,8 @@ def run_sweep(sweep: SweepConfig, num_samples: int | None = None, resume: bool =
             pop = evaluate(PopularityEngine(catalog=ds.catalog).fit(ds.train), ds, "test")
             best_cfg = {k: v for k, v in best.config.items() if k != "__sweep__"}
             tracking.log_params({f"best.{k}": v for k, v in best_cfg.items()})
-            tracking.log_metrics(test, prefix="best.test.")
-            tracking.log_metrics(pop, prefix="popularity.test.")
+            tracking.log_metrics(test, prefix=tracking.metric_prefix("test"))
+            tracking.log_metrics(pop, prefix=tracking.metric_prefix("test", "popularity"))
             version = tracking.log_engine(engine, sweep.engine, alias="champion")
             tracking.configured_mlflow().MlflowClient().set_registered_model_alias(sweep.engine, "tuned", version)
     return {

@@ -38,7 +38,7 @@ def test_evaluate_prints_table_and_logs_mlflow_run(recsys_home, capsys):
 
     mlflow.set_tracking_uri(f"sqlite:///{recsys_home / 'mlflow.db'}")
     runs = mlflow.search_runs(experiment_names=["evaluation"])
-    assert len(runs) == 1 and runs["metrics.popularity.hr_at_10"][0] == res["hr@10"]
+    assert len(runs) == 1 and runs["metrics.test_hr_at_10"][0] == res["hr@10"]
 
 
 def test_trainers_run_as_modules():

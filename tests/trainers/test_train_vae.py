@@ -41,7 +41,7 @@ def test_train_vae_registers_champion(recsys_home, tmp_path, capsys):
     import mlflow
 
     run = mlflow.search_runs(experiment_names=["vae"]).iloc[0]
-    assert 0 <= run["metrics.test.recall_at_20"] <= 1 and "metrics.test_popularity.recall_at_20" in run
+    assert 0 <= run["metrics.test_recall_at_20"] <= 1 and "metrics.popularity_test_recall_at_20" in run
     assert run["params.recipe"] == "mult-vae"
 
 
