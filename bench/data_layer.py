@@ -16,6 +16,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from models.popularity import PopularityEngine
+from recdata.dataset import PreparedDataset, encode, leave_one_out
+from recdata.evaluation import evaluate, format_table
+from recdata.loaders import load
+from recdata.synthetic import SyntheticConfig, write_csv
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = (REPO / ".." / "shared" / "data").resolve()
 
@@ -42,8 +48,6 @@ print(len(log.events), log.bad_rows.total, dt, (peak - base) / 1024, log.events.
 
 
 def streaming_memory(rows: int, chunksize: int) -> dict:
-    from recdata.synthetic import SyntheticConfig, write_csv
-
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "big.csv"
         users = max(100, rows // 27)  # ~8 sessions x ~3.4 events per synthetic user
@@ -61,17 +65,12 @@ def main(argv=None) -> int:
     p.add_argument("--rows", type=int, default=2_000_000, help="rows of the synthetic file for the memory test")
     p.add_argument("--chunksize", type=int, default=500_000)
     args = p.parse_args(argv)
-
-    from models.popularity import PopularityEngine
-    from recdata.dataset import encode, leave_one_out, PreparedDataset
-    from recdata.evaluation import evaluate, format_table
-    from recdata.loaders import load
-
     figures: dict = {}
     rows = {}
     datasets = [("ml-1m", "sasrec", SHARED / "ml-1m"), ("ml-100k", "recbole", SHARED / "ml-100k"),
                 ("rees46-head", "rees46", SHARED / "rees46-oct2019-head"),
-                ("amazon-toys", "sasrec", SHARED / "amazon-toys"), ("amazon-sports", "sasrec", SHARED / "amazon-sports")]
+                ("amazon-toys", "sasrec", SHARED / "amazon-toys"),
+                ("amazon-sports", "sasrec", SHARED / "amazon-sports")]
     print(f"{'dataset':<12} {'rows':>10} {'users':>7} {'items':>7} {'bad':>5} {'load s':>7} {'rows/s':>10}")
     for name, fmt, path in datasets:
         if not path.exists():

@@ -121,7 +121,8 @@ def rllib_throughput(um_dir: str, sim_cfg: SimConfig, runners: int, seconds: flo
     """Env steps/s that RLlib samples (learning on) with this many env runners; tiny network."""
     args = parse_args(["--num-env-runners", str(runners), "--timesteps", "100000", "--d-model", "32",
                        "--n-layers", "1"])
-    cfg = build_config({"user_model": um_dir, "sim": {"click_max": sim_cfg.click_max}, "seed": 0}, args)
+    sim = {"click_max": sim_cfg.click_max, "leave_scale": sim_cfg.leave_scale}
+    cfg = build_config({"user_model": um_dir, "sim": sim, "seed": 0}, args)
     algo = cfg.build_algo()
     try:
         algo.train()  # warm-up (replay fill, JIT of the first batch)

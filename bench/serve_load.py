@@ -35,7 +35,10 @@ from pathlib import Path
 
 import numpy as np
 
+from models.popularity import PopularityEngine
+from recdata.dataset import prepare
 from serve_app.prometheus import batch_stats
+from serve_app.run import deploy, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / ".." / "shared" / "data" / "ml-1m"
@@ -153,9 +156,6 @@ def running_replicas() -> dict[str, int]:
 
 
 def build_artifacts(tmp: Path, data: Path, fmt: str = "sasrec") -> tuple[str, object]:
-    from models.popularity import PopularityEngine
-    from recdata.dataset import prepare
-
     ds = prepare(fmt, data, cache_dir=ROOT / ".recsys" / "prepared")
     engine = PopularityEngine(catalog=ds.catalog).fit(ds.train)
     return str(engine.save(tmp / "popularity")), ds
@@ -205,10 +205,8 @@ def main(argv: list[str] | None = None) -> dict:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # loopback benchmark on a private cluster
     if not a.serve_defaults:  # what `recsys serve` runs with: direct gRPC between replicas etc.
         os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
-    import ray
+    import ray  # lazy: after the environment Ray reads at import is set (above)
     from ray import serve
-
-    from serve_app.run import deploy, load_config
 
     given = dict(s.split("=", 1) for s in a.artifact)
     decision = given.pop("decision", None)
@@ -216,9 +214,7 @@ def main(argv: list[str] | None = None) -> dict:
     pop, ds = build_artifacts(tmp, Path(a.data), a.format)
     roles = [r for r in a.roles.split(",") if r]
     if a.registry:  # the YAML's URIs, except where --artifact overrides
-        from serve_app.run import load_config as _yaml
-
-        yaml_args = _yaml()["applications"][0]["args"]
+        yaml_args = load_config()["applications"][0]["args"]
         engines = {r: (given.get(r) or yaml_args["engines"].get(r)) if r in roles else None for r in ROLES}
         decision = decision or yaml_args.get("decision")
         stand_in = []
@@ -275,7 +271,8 @@ def main(argv: list[str] | None = None) -> dict:
             for name, rs in runs.items():
                 r = {k: float(np.median([x[k] for x in rs]))
                      for k in ("p50_ms", "p99_ms", "rps", "cpu_ms", "goodput_rps", "clean_p99_ms", "degraded_share")}
-                r.update(n=sum(x["n"] for x in rs), failed=sum(x["failed"] for x in rs), errors=sum((x["errors"] for x in rs), []),
+                r.update(n=sum(x["n"] for x in rs), failed=sum(x["failed"] for x in rs),
+                         errors=sum((x["errors"] for x in rs), []),
                          degraded={k: sum(x["degraded"].get(k, 0) for x in rs) for x in rs for k in x["degraded"]},
                          rankers={k: sum(x["rankers"].get(k, 0) for x in rs) for x in rs for k in x["rankers"]},
                          rounds=rs)
@@ -308,7 +305,8 @@ def main(argv: list[str] | None = None) -> dict:
     for (name, c), r in res.items():
         if r["degraded"] or r["rankers"]:
             print(f"  {name} @{c}: degraded answers per engine {r['degraded']}; rankers {r['rankers']}")
-    print(f"at {c_hi} clients (medians of {a.rounds} rounds): recommend p99 / noop p99 = {rec['p99_ms'] / nop['p99_ms']:.2f} "
+    print(f"at {c_hi} clients (medians of {a.rounds} rounds): "
+          f"recommend p99 / noop p99 = {rec['p99_ms'] / nop['p99_ms']:.2f} "
           f"(target <= 2.5); recommend rps / noop rps = {rec['rps'] / nop['rps']:.2f} (target >= 0.5)")
     print(f"  per round: p99 ratios {[round(x, 2) for x in rec['p99_ratios']]}, "
           f"rps ratios {[round(x, 2) for x in rec['rps_ratios']]}, CPU-per-request ratios "
@@ -321,7 +319,8 @@ def main(argv: list[str] | None = None) -> dict:
         rs = res[(name, c_hi)]["rounds"]
         groups = sorted({k for x in rs for k in x["cpu_ms_by_process"]})
         med = {g: float(np.median([x["cpu_ms_by_process"].get(g, 0.0) for x in rs])) for g in groups}
-        print(f"  {name:<10} " + ", ".join(f"{g} {v:.1f}" for g, v in sorted(med.items(), key=lambda kv: -kv[1]) if v >= 0.1))
+        by_share = sorted(med.items(), key=lambda kv: -kv[1])
+        print(f"  {name:<10} " + ", ".join(f"{g} {v:.1f}" for g, v in by_share if v >= 0.1))
     drill = drill or {"killed": None, "kill_at_s": 0.0, "requests": 0, "failed": 0, "errors": [], "degraded": 0,
                       "recovery_s": 0.0, "replica_back_s": 0.0}
     print(f"drill: killed {drill['killed']} at t={drill['kill_at_s']:.1f}s of a {a.drill_seconds:.0f}s run at 8 "
@@ -353,8 +352,9 @@ def main(argv: list[str] | None = None) -> dict:
         "drill_requests": drill["requests"], "drill_recovery_s": round(drill["recovery_s"], 2),
         "drill_replica_back_s": round(drill["replica_back_s"], 2),
         "stand_in_roles": stand_in, "decision": bool(decision), "requests_per_run": a.requests,
-        "anonymous": a.anonymous, "in_ingress": config["applications"][0]["args"].get("in_ingress"), "roles": roles, "recommend_degraded": rec["degraded"],
-        "recommend_rankers": rec["rankers"], "throughput_optimized": os.environ.get("RAY_SERVE_THROUGHPUT_OPTIMIZED") == "1",
+        "anonymous": a.anonymous, "in_ingress": config["applications"][0]["args"].get("in_ingress"), "roles": roles,
+        "recommend_degraded": rec["degraded"], "recommend_rankers": rec["rankers"],
+        "throughput_optimized": os.environ.get("RAY_SERVE_THROUGHPUT_OPTIMIZED") == "1",
     }
     print(json.dumps(out))
     return out

@@ -17,6 +17,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from models.base import get_engine_class
+from reccore import tracking
+from reccore.config import config_from_dict
+from recdata.dataset import prepare
+from recdata.evaluation import evaluate
+from trainers.tune import load_sweep, run_sweep, trial_epochs
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -27,13 +34,7 @@ def main(argv=None) -> int:
     p.add_argument("--budget-minutes", type=float, default=30.0)
     p.add_argument("--metric", default="val_ndcg@10")
     args = p.parse_args(argv)
-    os.environ.setdefault("RECSYS_HOME", tempfile.mkdtemp(prefix="bench-tune-"))
-
-    from models.base import config_from_dict, get_engine_class
-    from recdata.dataset import prepare
-    from recdata.evaluation import evaluate
-    from reccore import tracking
-    from trainers.tune import load_sweep, run_sweep, trial_epochs
+    os.environ.setdefault("RECSYS_HOME", tempfile.mkdtemp(prefix="bench-tune-"))  # read at first use
 
     sweep = load_sweep(REPO / "tune_configs" / f"{args.engine}.yaml")
     sweep = dataclasses.replace(sweep, metric=args.metric, num_samples=args.num_samples,

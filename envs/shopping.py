@@ -17,11 +17,14 @@ User dynamics (hidden state per shopper) and why each exists -- they make the my
   before a purchase. Myopic effect: a relevant cheap item now makes the expensive one convert later.
 - Fatigue: every skip adds 1, re-showing an item already shown in the session adds `repeat_fatigue`,
   a view halves it. Logs hold no impressions, so these are config values, not calibrated.
-- Patience: after a view/cart the shopper leaves with 1 - (1 - base_leave) * exp(-fatigue_leave * F),
-  after a skip with 1 - exp(-fatigue_leave * F); base_leave = 1 / (mean distinct items per real
-  session), so a shopper who likes everything shown has the log's session length; leaving after a
-  purchase has the log's rate. Myopic effect: a skipped
-  recommendation costs the rest of the session, not just this step.
+- Patience: after a view/cart the shopper leaves with 1 - (1 - s * base_leave) * exp(-s * fatigue_leave * F),
+  after a skip with 1 - exp(-s * fatigue_leave * F); base_leave = 1 / (mean distinct items per real
+  session); leaving after a purchase has the log's rate. Myopic effect: a skipped recommendation costs
+  the rest of the session, not just this step.
+- Calibrated session length: sessions under the logging policy have the log's mean number of engaged
+  items. `click_max` is fitted for it first; when even the highest click_max leaves sessions short (a
+  shopper who clicks what is shown only sometimes, and tires of skips, ends sooner than one who likes
+  everything), the leave scale s (1 otherwise) is fitted too (`fit_engagement`).
 Reward per response: skip < view < cart < purchase, purchases weighted by (price / median price)^w.
 """
 from __future__ import annotations
@@ -75,7 +78,7 @@ class SimConfig:
     click_max: float | None = None
     """P(click) of the shopper's most wanted next item. Logs hold no impressions, so by default (None) it
     is fitted: the value for which sessions under the logging policy have the log's mean number of
-    engaged items (`fit_click_max`)."""
+    engaged items (`fit_engagement`)."""
     pref_temperature: float = 0.5
     """click ~ (P(j|i) / P(best|i)) ** temperature: how sharply preference falls off the favourite."""
     taste_sigma: float = 0.5
@@ -88,6 +91,9 @@ class SimConfig:
     """Extra fatigue of re-showing an item (annoyance on top of the skip)."""
     fatigue_leave: float = 0.35
     """Leave probability grows as 1 - (1 - base) * exp(-fatigue_leave * fatigue)."""
+    leave_scale: float | None = None
+    """s, multiplying base_leave and fatigue_leave. None: 1, or fitted with click_max when click_max is
+    None and the click_max fit alone cannot reach the log's session length (`fit_engagement`)."""
     switch_keep: float = 0.5
     """Share of interest kept when the shopper views an item of another category."""
     reward: RewardConfig = field(default_factory=RewardConfig)
@@ -102,7 +108,9 @@ class ShopperSim:
             raise ValueError(f"slots {self.cfg.slots} must add up to n_candidates={self.cfg.n_candidates}")
         self.rng = np.random.default_rng(seed)
         if self.cfg.click_max is None:
-            self.cfg = dataclasses.replace(self.cfg, click_max=fit_click_max(um, self.cfg))
+            click_max, leave_scale = fit_engagement(um, self.cfg)
+            self.cfg = dataclasses.replace(self.cfg, click_max=click_max, leave_scale=leave_scale)
+        self.leave_scale = 1.0 if self.cfg.leave_scale is None else float(self.cfg.leave_scale)
         cal = um.cal
         self.base_leave = 1.0 / max(cal.mean_session_items, 1.0)
         self.alpha = 1.0 - 0.5 ** (1.0 / max(cal.views_before_purchase, 1.0))
@@ -275,7 +283,8 @@ class ShopperSim:
         self.steps += 1
         # base_leave applies per engaged item (the log's session length counts engaged items only);
         # a skip risks the session through fatigue alone
-        stay = np.exp(-cfg.fatigue_leave * self.fatigue) * np.where(click, 1 - self.base_leave, 1.0)
+        ls = self.leave_scale
+        stay = np.exp(-ls * cfg.fatigue_leave * self.fatigue) * np.where(click, 1 - ls * self.base_leave, 1.0)
         p_leave = 1 - stay
         p_leave = np.where(buy, np.maximum(p_leave, um.cal.leave_after_purchase), p_leave)
         terminated = rng.random(n) < p_leave
@@ -318,23 +327,39 @@ def run_episodes(sim: "ShopperSim", policy, rng: np.random.Generator) -> dict:
 
 
 _FIT_CACHE: dict = {}
+CLICK_MAX_RANGE = (0.05, 0.95)
 
 
-def fit_click_max(um: UserModel, cfg: SimConfig, n: int = 4000, seed: int = 0) -> float:
-    """Bisection on click_max so that sessions under `logging_policy` have the log's mean number of
-    distinct engaged items (calibration.mean_session_items); capped at 0.95."""
-    key = (id(um), dataclasses.astuple(dataclasses.replace(cfg, click_max=0.0)))
+def _bisect(f, lo: float, hi: float, target: float, increasing: bool, steps: int = 12) -> float:
+    """x in [lo, hi] where the monotone f(x) crosses target (the bound when it never does)."""
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        below = f(mid) < target
+        lo, hi = (mid, hi) if below == increasing else (lo, mid)
+    return round((lo + hi) / 2, 4)
+
+
+def fit_engagement(um: UserModel, cfg: SimConfig, n: int = 4000, seed: int = 0) -> tuple[float, float]:
+    """(click_max, leave_scale) for which sessions under `logging_policy` have the log's mean number of
+    distinct engaged items (calibration.mean_session_items): click_max by bisection in CLICK_MAX_RANGE
+    at leave scale 1; if the target is out of reach even at the top of that range, leave_scale by
+    bisection in (0, 1] at the top click_max."""
+    key = (id(um), dataclasses.astuple(dataclasses.replace(cfg, click_max=0.0, leave_scale=0.0)), n, seed)
     if key in _FIT_CACHE:
         return _FIT_CACHE[key]
     target = um.cal.mean_session_items
-    lo, hi = 0.05, 0.95
-    for _ in range(12):
-        mid = (lo + hi) / 2
-        sim = ShopperSim(um, dataclasses.replace(cfg, click_max=mid), n=n, seed=seed)
+
+    def engaged(click_max: float, leave_scale: float) -> float:
+        sim = ShopperSim(um, dataclasses.replace(cfg, click_max=click_max, leave_scale=leave_scale), n=n, seed=seed)
         rng = np.random.default_rng(seed)
-        got = run_episodes(sim, lambda s: logging_policy(s, rng)[0], rng)["engaged"].mean()
-        lo, hi = (mid, hi) if got < target else (lo, mid)
-    _FIT_CACHE[key] = round((lo + hi) / 2, 4)
+        return float(run_episodes(sim, lambda s: logging_policy(s, rng)[0], rng)["engaged"].mean())
+
+    click_max, leave_scale = _bisect(lambda c: engaged(c, 1.0), *CLICK_MAX_RANGE, target, increasing=True), 1.0
+    top = CLICK_MAX_RANGE[1]
+    if click_max > top - 0.01 and engaged(top, 1.0) < target:
+        click_max = top
+        leave_scale = _bisect(lambda s: engaged(top, s), 0.0, 1.0, target, increasing=False)
+    _FIT_CACHE[key] = (click_max, leave_scale)
     return _FIT_CACHE[key]
 
 

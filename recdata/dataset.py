@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from recdata.loaders import load
 from recdata.schema import DataError, EventLog
 
 SPLITS = ("train", "val", "test")
@@ -279,8 +280,6 @@ def prepare(
 ) -> PreparedDataset:
     """Load, encode and split; with `cache_dir`, reuse `cache_dir/<fingerprint>/` when it exists so
     every trainer (and every node reading shared storage) uses the same prepared files."""
-    from recdata.loaders import load
-
     key = source_fingerprint(fmt, path, split=split, collapse_repeats=collapse_repeats, **load_kw)
     if cache_dir is not None:
         cached = Path(cache_dir) / key

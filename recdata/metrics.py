@@ -1,6 +1,6 @@
 """Top-k metrics over a full ranking of the catalog.
 
-Conventions (the honesty rules of DESIGN.md):
+Conventions (the honesty rules of README.md's "Evaluation protocol"):
 - Scores cover *all* items; items the user already saw are set to -inf by the caller (`mask_seen`).
 - Ranks are pessimistic: the 0-based rank of a target is the number of *other* items scoring at least
   as high, so every tie counts against the target. A model that gives everything the same score ranks

@@ -10,7 +10,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
+
+import pandas as pd
+
+from models.markov import MarkovEngine
+from reccore import tracking
+from recdata.dataset import PreparedDataset
+from recdata.evaluation import evaluate
+from recdata.synthetic import SyntheticConfig, write_csv
+from serve_app.run import deploy, load_config, token_path
+from trainers.pipeline import load_pipeline_config, run_pipeline
 
 HERE = Path(__file__).resolve().parent
 ROW_KEYS = ("test_hr@10", "test_ndcg@10", "test_hr@20", "test_ndcg@20", "test_coverage@10")
@@ -39,11 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep-serving", action="store_true", help="leave the Serve app running after the sample request")
     args = p.parse_args(argv)
 
-    import ray
-
-    from recdata.synthetic import SyntheticConfig, write_csv
-    from reccore import tracking
-    from trainers.pipeline import load_pipeline_config, run_pipeline
+    import ray  # lazy: `recsys demo --help` answers without loading Ray
 
     data = tracking.work_dir() / "demo" / f"synthetic-u{args.users}-i{args.items}-s{args.seed}.csv"
     if not data.exists():
@@ -74,10 +81,6 @@ SYNTHETIC_LABEL = ("synthetic data (planted category/brand/chain structure: acce
 
 def markov_baseline(dataset_dir: str) -> dict:
     """Test figures of the first-order item-to-item transition model: a reference row, not served."""
-    from models.markov import MarkovEngine
-    from recdata.dataset import PreparedDataset
-    from recdata.evaluation import evaluate
-
     ds = PreparedDataset.load(dataset_dir)
     test = evaluate(MarkovEngine(None, ds.catalog).fit(ds.train), ds, "test")
     return {f"test_{k}": v for k, v in test.items() if k != "users"}
@@ -89,12 +92,7 @@ ROLE_STAGES = {"sequence": "sasrec", "discovery": "vae", "similarity": "content"
 def serve_and_ask(outputs: dict, data: Path, dashboard_url: str | None, keep_serving: bool) -> int:
     """Deploy the engines the pipeline registered, then send the README's request shape with a real
     shopper's recent items, and a /similar request."""
-    import time
-
-    import httpx
-    import pandas as pd
-
-    from serve_app.run import deploy, load_config, token_path
+    import httpx  # lazy: the HTTP client is a test extra; only the demo's request needs it
 
     engines = {role: outputs[stage]["artifact"] for role, stage in ROLE_STAGES.items()
                if outputs.get(stage, {}).get("artifact")}

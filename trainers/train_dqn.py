@@ -23,7 +23,7 @@ import numpy as np  # noqa: E402
 
 from envs.env import register_rllib, user_model  # noqa: E402
 from envs.policies import dqn_actor, evaluate_policy  # noqa: E402
-from envs.shopping import SimConfig, fit_click_max  # noqa: E402
+from envs.shopping import SimConfig, fit_engagement  # noqa: E402
 from envs.user_model import UserModel  # noqa: E402
 from models.dqn.features import CANDIDATE_FEATURES  # noqa: E402
 from models.dqn.network import QNetwork  # noqa: E402
@@ -125,16 +125,18 @@ def metric(result: dict, *path, default=float("nan")):
 
 
 def prepare_env_config(args, out: Path) -> tuple[dict, object]:
-    """Fit the user model once in the driver, save it, fit click_max once; workers load the folder."""
+    """Fit the user model once in the driver, save it, fit the engagement once (click_max, leave_scale);
+    workers load the folder."""
     um_dir = out / "user_model"
     if (um_dir / "calibration.json").exists():
         um = UserModel.load(um_dir)
     else:
         um = user_model({"data": args.path, "fmt": args.fmt, "load_kwargs": load_kwargs(args)})
         um.save(um_dir)
-    click_max = fit_click_max(um, SimConfig())
-    env_config = {"user_model": str(um_dir), "sim": {"click_max": click_max}, "seed": args.seed}
-    return env_config, um, dataclasses.replace(SimConfig(), click_max=click_max)
+    click_max, leave_scale = fit_engagement(um, SimConfig())
+    fitted = {"click_max": click_max, "leave_scale": leave_scale}
+    env_config = {"user_model": str(um_dir), "sim": fitted, "seed": args.seed}
+    return env_config, um, dataclasses.replace(SimConfig(), **fitted)
 
 
 def main(argv=None) -> dict:
@@ -174,7 +176,8 @@ def main(argv=None) -> dict:
     try:
         state["run_id"] = run.info.run_id
         if not state["history"]:
-            tracking.log_params({**vars(args), "click_max": sim_cfg.click_max, **um.cal.__dict__})
+            tracking.log_params({**vars(args), "click_max": sim_cfg.click_max, "leave_scale": sim_cfg.leave_scale,
+                                 **um.cal.__dict__})
         eps_sched = config.epsilon
         t0 = time.perf_counter()
         steps = state["history"][-1]["timesteps"] if state["history"] else 0

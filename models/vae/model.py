@@ -25,9 +25,8 @@ import scipy.sparse as sp
 
 from models.base import Engine
 from recdata.dataset import VAL, VAL_FOLD_IN, Interactions
-from recdata.schema import HistoryBatch
 from recdata.metrics import RankingEvaluator, mask_seen
-from recdata.schema import EventWeights
+from recdata.schema import EventWeights, HistoryBatch
 
 ACTIVATIONS = ("tanh", "sigmoid", "relu", "elu")
 
@@ -319,8 +318,6 @@ def _numpy_state(module) -> dict[str, np.ndarray]:
 
 def tune_epochs(engine: VAEEngine, ds, start_epoch: int = 0):
     """Ray Tune hook (trainers/tune.py): train in place, yield (epoch, validation metrics)."""
-    from recdata.dataset import VAL, VAL_FOLD_IN
-
     for row in engine.train_epochs(ds.train, ds.interactions.select([VAL, VAL_FOLD_IN]), start_epoch):
         if "val_recall@20" in row:
             yield row["epoch"], {k: v for k, v in row.items() if k != "best"}

@@ -1,6 +1,6 @@
-"""The shopping simulator: Gymnasium API, calibration from real logs, reward bookkeeping."""
-import dataclasses
-from pathlib import Path
+"""The shopping simulator: Gymnasium API, calibration from a log, reward bookkeeping, and the calibrated
+session length. Fed by the embedded synthetic generator (a REES46-schema log calibrated on the REES46
+sample), so it runs without ../shared."""
 
 import gymnasium as gym
 import numpy as np
@@ -8,23 +8,31 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 from envs.env import ShoppingEnv, register_gym, sim_config, user_model
-from envs.shopping import ENV_ID, CART, HIST_SKIP, PURCHASE, SKIP, VIEW, ShopperSim, logging_policy, run_episodes
+from envs.shopping import (CART, ENV_ID, HIST_SKIP, PURCHASE, SKIP, VIEW, ShopperSim, logging_policy,
+                           run_episodes)
 from envs.user_model import UserModel
 from models.dqn.features import build_candidate_features
-
-SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
-REES = SHARED / "rees46-oct2019-head"
-pytestmark = pytest.mark.skipif(not REES.exists(), reason=f"{REES} absent (shared real data)")
+from recdata.loaders import load
+from recdata.synthetic import SyntheticConfig, write_csv
+from support import write_cyclic_log
 
 
 @pytest.fixture(scope="module")
-def um():
-    return user_model({"data": str(REES)})
+def rees(tmp_path_factory):
+    """A REES46-schema log (sessions, prices, categories, the view -> cart -> purchase funnel)."""
+    path = tmp_path_factory.mktemp("data") / "synthetic.csv"
+    write_csv(SyntheticConfig(n_users=1500, n_items=1000, seed=0), path)
+    return path
 
 
-def test_check_env_and_make_by_name(um):
+@pytest.fixture(scope="module")
+def um(rees):
+    return user_model({"data": str(rees)})
+
+
+def test_check_env_and_make_by_name(um, rees):
     register_gym()
-    env = gym.make(ENV_ID, env_config={"data": str(REES), "sim": {"click_max": 0.8}})
+    env = gym.make(ENV_ID, env_config={"data": str(rees), "sim": {"click_max": 0.8}})
     check_env(env.unwrapped, skip_render_check=True)
     obs, _ = env.reset(seed=3)
     assert env.observation_space.contains(obs)
@@ -36,11 +44,9 @@ def test_check_env_and_make_by_name(um):
     assert 1 <= steps <= 30
 
 
-def test_calibration_is_derived_from_the_log(um, tmp_path):
-    from recdata.loaders import load
-
+def test_calibration_is_derived_from_the_log(um, rees, tmp_path):
     cal = um.cal
-    ev = load("rees46", REES).events
+    ev = load("rees46", rees).events
     assert cal.n_train_sessions + cal.n_heldout_sessions == ev["session"].nunique()
     assert 0 < cal.conv_per_view < 0.2 and 0 < cal.purchase_share <= 1
     assert cal.median_price > 0 and cal.mean_session_items > 1 and cal.funnel_source == "the log itself"
@@ -96,21 +102,20 @@ def test_long_term_dynamics_fatigue_ends_sessions(um):
     assert same["length"].mean() < rotate["length"].mean()
 
 
-def test_click_max_is_fitted_to_session_length(um):
-    cfg = dataclasses.replace(sim_config({}), max_steps=30)
-    sim = ShopperSim(um, cfg, n=2000, seed=0)
-    assert 0.05 <= sim.cfg.click_max <= 0.95
-    rng = np.random.default_rng(0)
+def test_simulated_sessions_have_the_calibrated_length(um):
+    """With the fitted engagement (click_max, and the leave scale when click_max alone falls short),
+    fresh sessions under the logging policy have the log's mean number of engaged items."""
+    sim = ShopperSim(um, sim_config({}), n=4000, seed=11)   # fitted on seed 0; measured on others
+    rng = np.random.default_rng(11)
     r = run_episodes(sim, lambda s: logging_policy(s, rng)[0], rng)
-    assert r["engaged"].mean() > 1.0
+    target = um.cal.mean_session_items
+    assert abs(r["engaged"].mean() - target) < 0.05 * target, (r["engaged"].mean(), target, sim.cfg)
 
 
-def test_other_datasets_use_the_rees46_funnel():
-    ml = SHARED / "ml-100k"
-    if not ml.exists():
-        pytest.skip(f"{ml} absent")
-    env = ShoppingEnv({"data": str(ml), "fmt": "recbole", "funnel_data": str(REES), "sim": {"click_max": 0.7}})
-    assert "rees46" in env.um.cal.funnel_source
+def test_logs_without_purchases_borrow_a_rees46_funnel(rees, tmp_path):
+    log = write_cyclic_log(tmp_path, users=80, items=40)   # `user item` lines: views only
+    env = ShoppingEnv({"data": str(log), "fmt": "sasrec", "funnel_data": str(rees), "sim": {"click_max": 0.7}})
+    assert str(rees) in env.um.cal.funnel_source
     obs, _ = env.reset(seed=0)
     obs, r, *_ = env.step(0)
     assert env.observation_space.contains(obs)

@@ -2,16 +2,22 @@
 save/restore, plain-torch export matching the RLlib module, and the trainer end to end with resume."""
 import json
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from recdata.synthetic import SyntheticConfig, write_csv
+
 os.environ["RLLIB_TEST_NO_TF_IMPORT"] = "1"
-SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
-REES = SHARED / "rees46-oct2019-head"
-pytestmark = [pytest.mark.ray_session, pytest.mark.slow,
-              pytest.mark.skipif(not REES.exists(), reason=f"{REES} absent (shared real data)")]
+pytestmark = [pytest.mark.ray_session, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def rees(tmp_path_factory):
+    """The simulator's log: the embedded synthetic REES46-schema data (no ../shared needed)."""
+    path = tmp_path_factory.mktemp("data") / "synthetic.csv"
+    write_csv(SyntheticConfig(n_users=1500, n_items=1000, seed=0), path)
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -26,10 +32,10 @@ def ray_local(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def um_dir(tmp_path_factory):
+def um_dir(tmp_path_factory, rees):
     from envs.env import user_model
 
-    return str(user_model({"data": str(REES)}).save(tmp_path_factory.mktemp("um") / "user_model"))
+    return str(user_model({"data": str(rees)}).save(tmp_path_factory.mktemp("um") / "user_model"))
 
 
 def _tiny_config(um_dir):
@@ -95,12 +101,13 @@ def test_rllib_trains_by_name_checkpoints_and_exports(ray_local, um_dir, tmp_pat
         algo2.stop()
 
 
-def test_trainer_logs_registers_and_resumes(ray_local, tmp_path, monkeypatch):
+def test_trainer_logs_registers_and_resumes(ray_local, rees, tmp_path, monkeypatch):
     monkeypatch.setenv("RECSYS_HOME", str(tmp_path / "home"))
     from reccore import tracking
     from trainers.train_dqn import main
 
-    common = ["--d-model", "16", "--batch", "32", "--envs-per-runner", "2", "--eval-episodes", "500",
+    common = ["--format", "rees46", "--path", str(rees),
+              "--d-model", "16", "--batch", "32", "--envs-per-runner", "2", "--eval-episodes", "500",
               "--checkpoint-every", "1", "--out", str(tmp_path / "work")]
     first = main(["--timesteps", "1000", *common])
     state = json.loads((tmp_path / "work" / "state.json").read_text())
