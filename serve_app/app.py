@@ -23,11 +23,12 @@ import asyncio
 import logging
 import time
 from importlib.metadata import version
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 from ray.util import metrics
@@ -38,11 +39,12 @@ from serve_app.ranking import (candidate_union, decision_body, decision_merge, m
                                unknown_history)
 from serve_app.retrieval import LocalEngine
 from serve_app.schemas import (
-    EventRequest, EventResponse, HealthResponse, RecommendedItem, RecommendRequest, RecommendResponse,
-    SimilarItem, SimilarRequest, SimilarResponse, VersionResponse,
+    EventRequest, EventResponse, HealthResponse, ItemsRequest, ItemsResponse, RecommendedItem, RecommendRequest,
+    RecommendResponse, SimilarItem, SimilarRequest, SimilarResponse, UiExamples, VersionResponse,
 )
 
 logger = logging.getLogger("ray.serve")
+UI_PAGE = Path(__file__).resolve().parent / "ui" / "index.html"
 DEFAULT_BUDGETS_MS = {"sequence": 150, "discovery": 150, "similarity": 150, "popularity": 100,
                       "decision": 100, "sessions": 100}
 
@@ -70,7 +72,8 @@ class Recommender:
                  sessions: DeploymentHandle, budgets_ms: dict | None = None, candidates_per_engine: int = 50,
                  history_window: int = 200, rescue_ms: float = 2000.0, max_batch: int = 32, max_inflight: int = 1,
                  linger_ms: float = 0.0,
-                 local: dict[str, str] | None = None, tracking_uri: str | None = None):
+                 local: dict[str, str] | None = None, tracking_uri: str | None = None,
+                 ui_examples: list[dict] | None = None):
         # Roles hosted in this process (`in_ingress`) answer through the same call shape as handles.
         local_engines = {r: LocalEngine(r, u, tracking_uri, history_window) for r, u in (local or {}).items()}
         self.retrieval = {r: retrieval[r] if r in retrieval else local_engines[r]
@@ -90,6 +93,10 @@ class Recommender:
         self.m_fallback = metrics.Counter("recsys_engine_fallbacks", "engine calls left out (error/timeout)",
                                           tag_keys=("engine", "reason"))
         self.m_empty = metrics.Counter("recsys_empty_results", "answers with no items", tag_keys=("endpoint",))
+        # One count per answer, so the dashboard can show the degraded share and the decision ranker's share.
+        self.m_answers = metrics.Counter("recsys_answers", "answered requests by endpoint, ranker and whether an "
+                                         "engine was left out", tag_keys=("endpoint", "ranker", "degraded"))
+        self.ui_examples = UiExamples.model_validate({"users": ui_examples or []})
         # Batching: a histogram for the dashboard (Ray approximates its sum from bucket midpoints), and
         # exact counters of batches and the requests in them (their ratio is the mean batch).
         self.m_batch = metrics.Histogram("recsys_recommend_batch_size", "/recommend requests answered together",
@@ -184,6 +191,9 @@ class Recommender:
         self.m_requests.inc(tags={"endpoint": endpoint, "status": str(status)})
         self.m_latency.observe(took, tags={"endpoint": endpoint})
         return took
+
+    def _count_answer(self, endpoint: str, ranker: str, degraded: list[str]) -> None:
+        self.m_answers.inc(tags={"endpoint": endpoint, "ranker": ranker, "degraded": "yes" if degraded else "no"})
 
     def _unavailable(self, endpoint: str, t0: float, reason: str, degraded: list[str]) -> JSONResponse:
         self._done(endpoint, t0, 503)
@@ -286,6 +296,7 @@ class Recommender:
             if not result:
                 self.m_empty.inc(tags={"endpoint": "recommend"})
             took = self._done("recommend", t0, 200)
+            self._count_answer("recommend", ranker, st["degraded"])
             responses.append(RecommendResponse(items=result, ranker=ranker, degraded=st["degraded"],
                                                unknown_items=st["unknown"], history_used=len(st["items"]),
                                                took_ms=round(took, 3)))
@@ -318,6 +329,7 @@ class Recommender:
                 if not items:
                     self.m_empty.inc(tags={"endpoint": "similar"})
                 took = self._done("similar", t0, 200)
+                self._count_answer("similar", "none", degraded)
                 return SimilarResponse(items=items, engine=out.get("engine"), fallback=out.get("fallback"),
                                        degraded=degraded, unknown_items=out["unknown"], took_ms=round(took, 3))
             return self._unavailable("similar", t0, "no engine could answer", degraded)
@@ -342,6 +354,29 @@ class Recommender:
                                     return_exceptions=True)
         return {n: (o if isinstance(o, dict) else {"status": "unreachable", "error": f"{type(o).__name__}: {o}"})
                 for n, o in zip(names, outs)}
+
+    @api.post("/items", response_model=ItemsResponse, responses={503: {"description": "no engine could answer"}})
+    async def items(self, req: ItemsRequest):
+        """Catalog details (title, brand, category, price...) of item ids, from the first engine that
+        answers: the one hosted in the ingress first (no hop)."""
+        t0 = time.perf_counter()
+        order = sorted(self.retrieval, key=lambda r: r not in self.local_roles)
+        for role in order:
+            out, reason = await self._call(role, self.retrieval[role].describe.remote(list(req.items)), role)
+            if reason is None:
+                self._done("items", t0, 200)
+                return ItemsResponse(items=out["items"], unknown_items=out["unknown"], engine=out["engine"])
+        return self._unavailable("items", t0, "no engine could describe items", list(order))
+
+    @api.get("/ui", response_class=HTMLResponse, include_in_schema=False)
+    async def ui(self):
+        """The try-it page: plain HTML + JS calling this API; no build step, nothing from the network."""
+        return HTMLResponse(UI_PAGE.read_text(encoding="utf-8"))
+
+    @api.get("/ui/examples", response_model=UiExamples)
+    async def ui_examples_list(self):
+        """Shoppers from the training data to start the try-it page from (config `ui_examples`)."""
+        return self.ui_examples
 
     @api.get("/healthz", response_model=HealthResponse, responses={503: {"description": "no engine answers"}})
     async def healthz(self):

@@ -20,7 +20,7 @@ from reccore.constants import ENGINE_ROLES
 from serve_app.app import Recommender
 from serve_app.decision import DecisionRanker
 from serve_app.retrieval import RetrievalEngine
-from serve_app.schemas import RecommendRequest, RecommendResponse
+from serve_app.schemas import RecommendRequest, RecommendResponse, UiExample
 from serve_app.sessions import SessionStore
 
 logger = logging.getLogger("ray.serve")
@@ -71,6 +71,8 @@ class AppArgs(_Strict):
     tracking_uri: str | None = Field(None, description="MLflow store of models:/ URIs (default: this process's)")
     sessions: SessionsArgs = Field(default_factory=SessionsArgs)
     faults: dict[Literal[(*ENGINE_ROLES, "decision")], FaultDrill] = Field(default_factory=dict)
+    ui_examples: list[UiExample] = Field(default_factory=list, max_length=100,
+                                         description="shoppers (id + recent items) the try-it page /ui offers")
 
     @model_validator(mode="after")
     def _check(self):
@@ -120,7 +122,7 @@ def build_app(args: AppArgs) -> serve.Application:
     return Recommender.bind(retrieval, decision, sessions, budgets_ms=dict(args.budgets_ms),
                             candidates_per_engine=args.candidates_per_engine, history_window=args.history_window,
                             rescue_ms=args.rescue_ms, local=local, tracking_uri=args.tracking_uri,
-                            **args.ingress_batch.model_dump())
+                            ui_examples=[u.model_dump() for u in args.ui_examples], **args.ingress_batch.model_dump())
 
 
 noop_api = FastAPI(title="recsys no-op floor")

@@ -141,6 +141,25 @@ class EngineServer:
         return {"items": res["items"], "scores": res["scores"], "unknown": [], "fallback": fallback,
                 "engine": self.engine.name}
 
+    def describe(self, raw_ids: list) -> dict:
+        """Catalog rows of the known ids (title, brand, category, price... where the data has them), in
+        the order asked, and the unknown ids. The try-it page shows these beside each answer."""
+        self.check()
+        cat = self.engine.catalog
+        idx = cat.item_index(list(raw_ids))
+        cols = [c for c in ("title", "brand", "category", "genres", "price") if c in cat.items]
+        rows = cat.items.iloc[idx[idx >= 0]][cols] if cols else None
+        out = []
+        for j, raw in enumerate(_raw(cat, idx[idx >= 0])):  # the catalog's own ids: "101" -> 101
+            details = {"item": raw}
+            if rows is not None:
+                for c in cols:
+                    v = rows.iloc[j][c]
+                    if v is not None and not (isinstance(v, float) and np.isnan(v)) and str(v) != "<NA>":
+                        details[c] = float(v) if c == "price" else str(v)
+            out.append(details)
+        return {"items": out, "unknown": [r for r, i in zip(raw_ids, idx) if i < 0], "engine": self.role}
+
     def _title_match(self, text: str) -> int | None:
         items = self.engine.catalog.items
         col = next((c for c in ("title", "brand", "category") if c in items), None)
@@ -185,6 +204,10 @@ class RetrievalEngine:
         await self._gate()
         return self.server.similar(req)
 
+    async def describe(self, raw_ids: list) -> dict:
+        await self._gate()
+        return self.server.describe(raw_ids)
+
 
 class _LocalCall:
     def __init__(self, fn):
@@ -211,4 +234,5 @@ class LocalEngine:
         self.server = EngineServer(role, uri, tracking_uri, history_window)
         self.recommend_batch = _LocalCall(self.server.answer)
         self.similar = _LocalCall(self.server.similar)
+        self.describe = _LocalCall(self.server.describe)
         self.info = _LocalCall(self.server.info)

@@ -143,3 +143,33 @@ class HealthResponse(BaseModel):
 class VersionResponse(BaseModel):
     app: str
     engines: dict[str, dict]
+
+
+class ItemsRequest(BaseModel):
+    items: list[ItemId] = Field(..., min_length=1, max_length=MAX_K * 2, description="raw item ids to describe")
+
+    @model_validator(mode="after")
+    def _ids(self):
+        _check_ids(self.items, "items")
+        return self
+
+
+class ItemDetails(BaseModel):
+    model_config = ConfigDict(extra="allow")  # whatever the catalog holds: title, brand, category, price...
+    item: ItemId
+
+
+class ItemsResponse(BaseModel):
+    items: list[ItemDetails]
+    unknown_items: list[ItemId]
+    engine: str | None = Field(None, description="the role whose catalog answered")
+
+
+class UiExample(BaseModel):
+    user_id: str
+    history: list[ItemId] = Field(default_factory=list, max_length=MAX_HISTORY)
+    events: list[EventName] | None = None
+
+
+class UiExamples(BaseModel):
+    users: list[UiExample]

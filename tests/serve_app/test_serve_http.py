@@ -78,7 +78,9 @@ def served(tmp_path_factory):
         engines={"popularity": str(pop), "sequence": "models:/pop-serve@champion", "discovery": str(broken),
                  "similarity": str(pop)},
         decision=str(policy), port=port,
-        args={"candidates_per_engine": 20, "budgets_ms": budgets, "faults": {"similarity": {"delay_ms": 2000}}})
+        args={"candidates_per_engine": 20, "budgets_ms": budgets, "faults": {"similarity": {"delay_ms": 2000}},
+              "ui_examples": [{"user_id": "shopper_7", "history": [100, 101, 102],
+                               "events": ["view", "view", "cart"]}]})
     main_app = config["applications"][0]
     down = {**main_app, "name": "down", "route_prefix": "/down",
             "args": {**main_app["args"], "engines": {"discovery": str(broken)}, "decision": None},
@@ -315,3 +317,104 @@ def test_concurrent_requests_answered_together_get_their_own_answers(served, cli
 def _batch_histogram(served) -> tuple[float, float]:
     """(batches, requests in them) of the ingress's batch counters on Ray's Prometheus export."""
     return batch_stats(served["metrics_port"])
+
+
+DASHBOARD = Path(__file__).resolve().parents[2] / "serve_app" / "dashboards" / "recsys_serving.json"
+
+
+def test_every_metric_the_grafana_dashboard_queries_is_exported(served, client):
+    """Scrape the running app's Prometheus export and check each series the dashboard's PromQL names."""
+    import re
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    dashboard = json.loads(DASHBOARD.read_text())
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    exprs.append(dashboard["templating"]["list"][1]["query"]["query"])
+    wanted = {m for e in exprs for m in re.findall(r"\bray_recsys_[a-z_]+\b", e)}
+    assert len(wanted) >= 8, wanted
+    client.post("/recommend", json={"history": [100]})
+    client.post("/recommend", json={"history": [], "filters": {"category": "no-such-category"}})  # an empty answer
+    client.post("/similar", json={"item": 100, "k": 3})
+    url = f"http://127.0.0.1:{served['metrics_port']}/metrics"
+    deadline, exported = time.time() + 40, set()
+    while time.time() < deadline:
+        try:
+            text = httpx.get(url, timeout=5).text
+            exported = {s.name for fam in text_string_to_metric_families(text) for s in fam.samples}
+        except httpx.HTTPError:
+            exported = set()
+        if wanted <= exported:
+            break
+        time.sleep(1)
+    assert wanted <= exported, f"the dashboard queries series the app does not export: {sorted(wanted - exported)}"
+    labels = {s.labels.get("ranker") for fam in text_string_to_metric_families(text) for s in fam.samples
+              if s.name == "ray_recsys_answers_total"}
+    assert "decision" in labels  # the decision ranker's share has something to count
+
+
+def test_items_describe_the_catalog(served, client):
+    r = client.post("/items", json={"items": [101, "102", 999_999]})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert [x["item"] for x in body["items"]] == [101, 102] and body["unknown_items"] == [999_999]
+    assert body["items"][0]["title"] == "thing 101" and body["items"][0]["price"] == 101.0
+    assert body["items"][0]["category"] in ("a.x", "a.y", "b")
+    assert client.post("/items", json={"items": []}).status_code == 422
+
+
+def test_try_it_page_and_its_examples(served, client):
+    r = client.get("/ui")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    assert "<script>" in r.text and "http://" not in r.text and "https://" not in r.text  # nothing from the network
+    assert client.get("/ui/examples").json()["users"][0] == {
+        "user_id": "shopper_7", "history": [100, 101, 102], "events": ["view", "view", "cart"]}
+
+
+def _chromium() -> str | None:
+    import shutil
+
+    return next((p for p in (os.environ.get("RECSYS_CHROMIUM"), shutil.which("chromium"),
+                             shutil.which("chromium-browser"), shutil.which("google-chrome")) if p), None)
+
+
+def test_try_it_page_in_a_real_browser(served):
+    """Drive /ui in headless Chromium: pick the example shopper, see items with titles, post a cart
+    event from an item's button and see the next answer change. Saves a screenshot as an artifact."""
+    required = os.environ.get("RECSYS_REQUIRE_BROWSER") == "1"  # .ci/run: the browser test must run
+    exe = _chromium()
+    if exe is None:
+        why = "no Chromium on this machine (apt-get install chromium; .ci/run installs it)"
+        pytest.fail(why) if required else pytest.skip(why)
+    playwright = pytest.importorskip("playwright.sync_api", reason="playwright not installed (pip install -e .[test])")
+    artifacts = Path(os.environ.get("RECSYS_TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / ".recsys" /
+                                    "test-artifacts"))
+    artifacts.mkdir(parents=True, exist_ok=True)
+    with playwright.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=exe, headless=True, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run", "--disable-quic"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            errors = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(served["url"] + "/ui")
+            page.wait_for_function("document.querySelectorAll('#user option').length > 1")
+            page.select_option("#user", "shopper_7")
+            page.wait_for_selector("li.item .title")
+            titles = page.locator("li.item .title").all_inner_texts()
+            assert len(titles) >= 5 and all(t.startswith("thing ") for t in titles), titles
+            assert "ranker" in page.inner_text("#meta")
+            first = page.locator("li.item").first.get_attribute("data-item")
+            page.locator("li.item").first.locator("button[data-event=cart]").click()
+            page.wait_for_function(f"!document.querySelector('li.item[data-item=\"{first}\"]') && "
+                                   "document.querySelectorAll('li.item').length > 0", timeout=20_000)
+            assert "history used 4" in page.inner_text("#meta")  # the live cart event became history
+            page.fill("#query", "thing 120")
+            page.click("#search")
+            page.wait_for_function("document.querySelector('#heading').textContent.includes('thing 120')")
+            assert set(page.locator("li.item .engine").all_inner_texts()) == {"popularity"}  # the /similar answer
+            page.screenshot(path=str(artifacts / "try-it-page.png"), full_page=True)
+            assert not errors, errors
+        finally:
+            browser.close()
