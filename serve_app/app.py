@@ -31,10 +31,10 @@ from fastapi import FastAPI
 from fastapi.responses import HTMLResponse, JSONResponse
 from ray import serve
 from ray.serve.handle import DeploymentHandle
-from ray.util import metrics
 
 from reccore.constants import ENGINE_ROLES, EVENT_CODES
 from serve_app.coalesce import Coalescer
+from serve_app.metrics import IngressMetrics
 from serve_app.ranking import (candidate_union, decision_body, decision_merge, merge_session, rrf_blend, top_items,
                                unknown_history)
 from serve_app.retrieval import LocalEngine
@@ -83,34 +83,11 @@ class Recommender:
         self.budgets = {k: v / 1000.0 for k, v in {**DEFAULT_BUDGETS_MS, **(budgets_ms or {})}.items()}
         self.n_cand, self.history_window = candidates_per_engine, history_window
         self.rescue_s = rescue_ms / 1000.0
-        ms = [1, 2, 5, 10, 20, 30, 50, 75, 100, 150, 250, 500, 1000, 2500]
-        self.m_requests = metrics.Counter("recsys_requests", "HTTP requests by endpoint and status",
-                                          tag_keys=("endpoint", "status"))
-        self.m_latency = metrics.Histogram("recsys_request_latency_ms", "end-to-end latency in the ingress",
-                                           boundaries=ms, tag_keys=("endpoint",))
-        self.m_engine = metrics.Histogram("recsys_engine_latency_ms", "latency of each engine call",
-                                          boundaries=ms, tag_keys=("engine",))
-        self.m_fallback = metrics.Counter("recsys_engine_fallbacks", "engine calls left out (error/timeout)",
-                                          tag_keys=("engine", "reason"))
-        self.m_empty = metrics.Counter("recsys_empty_results", "answers with no items", tag_keys=("endpoint",))
-        # One count per answer, so the dashboard can show the degraded share and the decision ranker's share.
-        self.m_answers = metrics.Counter("recsys_answers", "answered requests by endpoint, ranker and whether an "
-                                         "engine was left out", tag_keys=("endpoint", "ranker", "degraded"))
+        self.metrics = IngressMetrics()
         self.ui_examples = UiExamples.model_validate({"users": ui_examples or []})
-        # Batching: a histogram for the dashboard (Ray approximates its sum from bucket midpoints), and
-        # exact counters of batches and the requests in them (their ratio is the mean batch).
-        self.m_batch = metrics.Histogram("recsys_recommend_batch_size", "/recommend requests answered together",
-                                         boundaries=[1, 2, 4, 8, 16, 32, 64])
-        self.m_batches = metrics.Counter("recsys_recommend_batches", "batches of /recommend requests")
-        self.m_batched = metrics.Counter("recsys_recommend_batched_requests", "/recommend requests in those batches")
         self.batcher = Coalescer(self._recommend_many, max_batch=max_batch, max_inflight=max_inflight,
                                  linger_ms=linger_ms)
-        self.batcher.on_batch = self._count_batch
-
-    def _count_batch(self, size: int) -> None:
-        self.m_batch.observe(size)
-        self.m_batches.inc()
-        self.m_batched.inc(size)
+        self.batcher.on_batch = self.metrics.batch_answered
 
     # -- plumbing ------------------------------------------------------------------------------------------
     async def _call(self, name: str, resp, budget_key: str | None = None):
@@ -118,7 +95,7 @@ class Recommender:
         t0 = time.perf_counter()
         try:
             out = await asyncio.wait_for(_await(resp), self.budgets.get(budget_key or name, 0.15))
-            self.m_engine.observe((time.perf_counter() - t0) * 1000, tags={"engine": name})
+            self.metrics.engine_call(name, (time.perf_counter() - t0) * 1000)
             return out, None
         except asyncio.TimeoutError:
             resp.cancel()
@@ -126,7 +103,7 @@ class Recommender:
         except Exception as e:  # a replica error, a dead actor, an unavailable artifact
             reason = "error"
             logger.warning("engine %s failed: %s", name, str(e).splitlines()[0][:300] if str(e) else type(e))
-        self.m_fallback.inc(tags={"engine": name, "reason": reason})
+        self.metrics.engine_fallback(name, reason)
         return None, reason
 
     async def _fan_out(self, calls: dict) -> dict[str, tuple[Any, str | None]]:
@@ -172,7 +149,7 @@ class Recommender:
         out = {}
         for n, t in tasks.items():
             if good(n) and (late_ok or finish[n] - t0 <= budget[n]):
-                self.m_engine.observe((finish[n] - t0) * 1000, tags={"engine": n})
+                self.metrics.engine_call(n, (finish[n] - t0) * 1000)
                 out[n] = (t.result(), None)
                 continue
             if t.done() and not t.cancelled() and t.exception() is not None:
@@ -182,18 +159,14 @@ class Recommender:
                 reason = "timeout"
                 t.cancel()
                 calls[n].cancel()
-            self.m_fallback.inc(tags={"engine": n, "reason": reason})
+            self.metrics.engine_fallback(n, reason)
             out[n] = (None, reason)
         return out
 
     def _done(self, endpoint: str, t0: float, status: int) -> float:
         took = (time.perf_counter() - t0) * 1000
-        self.m_requests.inc(tags={"endpoint": endpoint, "status": str(status)})
-        self.m_latency.observe(took, tags={"endpoint": endpoint})
+        self.metrics.request(endpoint, status, took)
         return took
-
-    def _count_answer(self, endpoint: str, ranker: str, degraded: list[str]) -> None:
-        self.m_answers.inc(tags={"endpoint": endpoint, "ranker": ranker, "degraded": "yes" if degraded else "no"})
 
     def _unavailable(self, endpoint: str, t0: float, reason: str, degraded: list[str]) -> JSONResponse:
         self._done(endpoint, t0, 503)
@@ -294,9 +267,9 @@ class Recommender:
             result = [RecommendedItem(item=item, score=score, engines=engines)
                       for item, score, engines in top_items(st["cands"], final, req.k)]
             if not result:
-                self.m_empty.inc(tags={"endpoint": "recommend"})
+                self.metrics.empty_answer("recommend")
             took = self._done("recommend", t0, 200)
-            self._count_answer("recommend", ranker, st["degraded"])
+            self.metrics.answer("recommend", ranker, st["degraded"])
             responses.append(RecommendResponse(items=result, ranker=ranker, degraded=st["degraded"],
                                                unknown_items=st["unknown"], history_used=len(st["items"]),
                                                took_ms=round(took, 3)))
@@ -327,9 +300,9 @@ class Recommender:
                 scores = np.nan_to_num(np.asarray(out["scores"], np.float64), nan=0.0, posinf=1e30, neginf=-1e30)
                 items = [SimilarItem(item=i, score=float(s)) for i, s in zip(out["items"], scores)]
                 if not items:
-                    self.m_empty.inc(tags={"endpoint": "similar"})
+                    self.metrics.empty_answer("similar")
                 took = self._done("similar", t0, 200)
-                self._count_answer("similar", "none", degraded)
+                self.metrics.answer("similar", "none", degraded)
                 return SimilarResponse(items=items, engine=out.get("engine"), fallback=out.get("fallback"),
                                        degraded=degraded, unknown_items=out["unknown"], took_ms=round(took, 3))
             return self._unavailable("similar", t0, "no engine could answer", degraded)
