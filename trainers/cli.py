@@ -8,6 +8,8 @@ from __future__ import annotations
 import importlib
 import sys
 
+from reccore import logs
+
 COMMANDS = {
     "data": ("trainers.data", "inspect, prepare or synthesize event logs (stats | prepare | synth)"),
     "evaluate": ("trainers.evaluate", "full-ranking evaluation of an engine beside popularity"),
@@ -22,11 +24,15 @@ COMMANDS = {
 def _usage() -> str:
     width = max(map(len, COMMANDS))
     rows = "\n".join(f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items())
-    return f"usage: recsys <command> [options]\n\ncommands:\n{rows}\n\n`recsys <command> --help` for options."
+    return (f"usage: recsys [--verbose] <command> [options]\n\ncommands:\n{rows}\n\n`recsys <command> --help` for "
+            "options. Quiet by default: --verbose (or RECSYS_LOG=debug) shows every framework's own logs.")
 
 
 def app(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    loud = "--verbose" in argv  # a global flag, accepted anywhere on the line
+    argv = [a for a in argv if a != "--verbose"]
+    logs.configure(loud)  # before any framework is imported: most read their settings at import
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
         return 0

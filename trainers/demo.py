@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from models.markov import MarkovEngine
-from reccore import tracking
+from reccore import logs, tracking
 from recdata.dataset import PreparedDataset
 from recdata.evaluation import evaluate
 from recdata.synthetic import SyntheticConfig, write_csv
@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--force", action="store_true", help="retrain every stage")
     p.add_argument("--keep-serving", action="store_true", help="leave the Serve app running after the sample request")
     args = p.parse_args(argv)
+    logs.configure(logs.verbose())  # quiet unless RECSYS_LOG=debug / recsys --verbose
 
     import ray  # lazy: `recsys demo --help` answers without loading Ray
 
@@ -56,17 +57,18 @@ def main(argv: list[str] | None = None) -> int:
     if not data.exists():
         summary = write_csv(SyntheticConfig(n_users=args.users, n_items=args.items, seed=args.seed), data)
         print(f"[demo] synthetic log: {summary['rows']:,} events, {args.users:,} users -> {data}", flush=True)
+    print("[demo] starting Ray (local, with the dashboard)", flush=True)
     # One local Ray for training and serving, with the dashboard (token-authenticated in Ray 2.60).
-    ctx = ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", logging_level="WARNING",
-                   runtime_env={"env_vars": {"RECSYS_HOME": str(tracking.work_dir()),
-                                             "MLFLOW_TRACKING_URI": tracking.tracking_uri()}})
+    ctx = ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1",
+                   logging_level=logs.ray_logging_level(),
+                   runtime_env=logs.ray_runtime_env({"RECSYS_HOME": str(tracking.work_dir()),
+                                                     "MLFLOW_TRACKING_URI": tracking.tracking_uri()}))
     try:
         outputs = run_pipeline({"fmt": "rees46", "path": str(data), "load_kwargs": {}},
                                load_pipeline_config(args.config), force=args.force)
         outputs["markov (baseline)"] = markov_baseline(outputs["prepare"]["dataset_dir"])
         print()
         print(results_table(outputs, SYNTHETIC_LABEL))
-        print(f"\nMLflow: mlflow ui --backend-store-uri {tracking.tracking_uri()}")
         return serve_and_ask(outputs, data, ctx.dashboard_url, args.keep_serving)
     finally:
         if not args.keep_serving:
@@ -87,40 +89,72 @@ def markov_baseline(dataset_dir: str) -> dict:
 
 
 ROLE_STAGES = {"sequence": "sasrec", "discovery": "vae", "similarity": "content", "popularity": "popularity"}
+EVENT_NAMES = ("view", "cart", "purchase")
+
+
+def ui_examples(log: pd.DataFrame, n: int = 12, last: int = 8) -> list[dict]:
+    """Shoppers the try-it page offers: users with the longest histories, their newest items."""
+    counts = log["user_id"].value_counts()
+    users = counts.index[: n * 3 : 3]  # spread over the busiest third of a few dozen users
+    out = []
+    for u in users:
+        rows = log[log["user_id"] == u].drop_duplicates(["product_id", "event_type"]).tail(last)
+        out.append({"user_id": f"user_{u}", "history": rows["product_id"].tolist(),
+                    "events": [e if e in EVENT_NAMES else "view" for e in rows["event_type"]]})
+    return out
 
 
 def serve_and_ask(outputs: dict, data: Path, dashboard_url: str | None, keep_serving: bool) -> int:
     """Deploy the engines the pipeline registered, then send the README's request shape with a real
     shopper's recent items, and a /similar request."""
-    import httpx  # lazy: the HTTP client is a test extra; only the demo's request needs it
+    import httpx  # lazy: only the serving half of the demo talks HTTP
 
     engines = {role: outputs[stage]["artifact"] for role, stage in ROLE_STAGES.items()
                if outputs.get(stage, {}).get("artifact")}
     missing = sorted(set(ROLE_STAGES) - set(engines))
     decision = outputs.get("dqn", {}).get("artifact")
-    config = load_config(engines={r: None for r in missing} | engines, decision=decision)
+    log = pd.read_csv(data, usecols=["user_id", "product_id", "event_type"])
+    config = load_config(engines={r: None for r in missing} | engines, decision=decision,
+                         args={"ui_examples": ui_examples(log)})
+    if not logs.verbose():
+        config.setdefault("logging_config", {})["log_level"] = "WARNING"
+    t0 = time.perf_counter()
+    print("\n[demo] deploying the Serve application", flush=True)
     url = deploy(config)
     # Readiness: /healthz calls every engine once, so the sample request does not pay for the
     # handles' first connection (which can overrun the engines' time budgets on a loaded laptop).
     health = httpx.get(f"{url}/healthz", timeout=60)
-    print(f"\n[demo] GET /healthz -> {health.status_code} {health.json()}")
-    log = pd.read_csv(data, usecols=["user_id", "product_id", "event_type"])
+    engines_state = health.json().get("engines", {})
+    print(f"[demo] serving in {time.perf_counter() - t0:.0f} s: {health.json().get('status')} "
+          f"({', '.join(f'{k} {v}' for k, v in engines_state.items())})")
     user = log["user_id"].value_counts().index[len(log["user_id"].unique()) // 2]
     history = log.loc[log["user_id"] == user, "product_id"].drop_duplicates().tail(5).tolist()
     body = {"history": history, "user_id": f"user_{user}", "k": 5}
     t0 = time.perf_counter()
     r = httpx.post(f"{url}/recommend", json=body, timeout=60)
     ms = (time.perf_counter() - t0) * 1000
-    print(f"\n[demo] serving at {url}  (docs {url}/docs)")
-    print(f"POST /recommend {body}\n-> {r.status_code} in {ms:.0f} ms")
-    print(json.dumps(r.json(), indent=1)[:2500])
+    print(f"\nPOST /recommend {json.dumps(body)}\n-> {r.status_code} in {ms:.0f} ms", end="")
+    if r.status_code == 200:
+        ans = r.json()
+        print(f"; ranker {ans['ranker']}, degraded {ans['degraded'] or 'none'}")
+        print_items(httpx, url, [(x["item"], x["score"], x["engines"]) for x in ans["items"]])
+    else:
+        print(f"\n{r.text[:500]}")
     if "similarity" in engines:
         s = httpx.post(f"{url}/similar", json={"item": history[-1], "k": 3}, timeout=60)
-        print(f"POST /similar {{'item': {history[-1]}, 'k': 3}} -> {s.status_code}\n{json.dumps(s.json())[:800]}")
-    print(f"GET /version -> {httpx.get(f'{url}/version', timeout=30).json()}")
+        print(f"POST /similar {{\"item\": {history[-1]}, \"k\": 3}} -> {s.status_code}"
+              + (f", engine {s.json()['engine']}" if s.status_code == 200 else f"\n{s.text[:300]}"))
+        if s.status_code == 200:
+            print_items(httpx, url, [(x["item"], x["score"], None) for x in s.json()["items"]])
+    versions = httpx.get(f"{url}/version", timeout=30).json()["engines"]
+    served = [f"{k} v{v.get('registry_version') or '-'} ({v.get('runtime') or v.get('engine')})"
+              for k, v in versions.items()]
+    print("GET /version -> " + ", ".join(served))
     if missing:
         print(f"[demo] not served (stage not run): {', '.join(missing)}")
-    print(f"\nRay dashboard: http://{dashboard_url}  (token auth: the token is in {token_path()})")
+    print(f"\nTry it:        {url}/ui\nAPI docs:      {url}/docs\n"
+          f"Ray dashboard: http://{dashboard_url}  (token: {token_path()}; Serve metrics under Metrics)\n"
+          f"MLflow:        mlflow ui --backend-store-uri {tracking.tracking_uri()}")
     if keep_serving:
         print("Serving until interrupted (Ctrl-C).")
         try:
@@ -129,6 +163,18 @@ def serve_and_ask(outputs: dict, data: Path, dashboard_url: str | None, keep_ser
         except KeyboardInterrupt:
             pass
     return 0 if r.status_code == 200 else 1
+
+
+def print_items(httpx, url: str, rows: list[tuple]) -> None:
+    """One line per answered item, with what the catalog knows of it."""
+    info = httpx.post(f"{url}/items", json={"items": [r[0] for r in rows]}, timeout=30) if rows else None
+    details = {str(x["item"]): x for x in info.json()["items"]} if info is not None and info.status_code == 200 else {}
+    for rank, (item, score, engines) in enumerate(rows, 1):
+        d = details.get(str(item), {})
+        what = " · ".join(str(d[k]) for k in ("category", "brand") if d.get(k))
+        price = f" · ${d['price']:.2f}" if "price" in d else ""
+        via = f"  [{', '.join(engines)}]" if engines else ""
+        print(f"  {rank}. {item}  {what}{price}  score {score:.3f}{via}")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from typing import Callable
 
 from models.base import Engine
 from models.popularity import PopularityEngine
-from reccore import tracking
+from reccore import logs, tracking
 from recdata.dataset import PreparedDataset
 from recdata.evaluation import evaluate, format_table
 
@@ -40,7 +40,8 @@ def fit_evaluate_register(engine: Engine, ds: PreparedDataset, register_as: str 
     rows = {engine.name: test}
     if engine.name != BASELINE:
         rows[BASELINE] = evaluate(PopularityEngine(catalog=ds.catalog).fit(ds.train), ds, "test")
-    print(format_table(rows, list(table_keys), title or "test, full ranking over all items, seen items filtered"))
+    if logs.verbose() or not logs.in_pipeline_stage():  # a pipeline prints one table for every stage
+        print(format_table(rows, list(table_keys), title or "test, full ranking over all items, seen items filtered"))
     tracking.log_metrics(val, prefix=tracking.metric_prefix("val"))
     tracking.log_metrics(test, prefix=tracking.metric_prefix("test"))
     if engine.name != BASELINE:

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 
-from reccore import tracking
+from reccore import logs, tracking
 from reccore.config import load_config
 from recdata.dataset import PreparedDataset, prepare, source_fingerprint
 from recdata.schema import DataError
@@ -107,12 +107,21 @@ def prepare_stage(ctx: StageContext) -> dict:
             "interactions": ds.meta["interactions_encoded"], "bad_rows": ds.meta["bad_rows"]}
 
 
+def _running_marker(work_dir: str, name: str) -> Path:
+    return Path(work_dir) / "pipeline" / f"{name}.running"
+
+
 def _run_stage(spec: StageSpec, ctx: StageContext) -> dict:
     """Runs inside a Ray worker: child MLflow run under the parent, then the stage function."""
     os.environ["MLFLOW_TRACKING_URI"] = ctx.tracking_uri
     os.environ["RECSYS_HOME"] = ctx.work_dir
+    os.environ["RECSYS_STAGE"] = spec.name
+    logs.worker_setup()  # also where the job's runtime_env could not carry the setup hook
+    # The driver reads this to tell a running stage from one still waiting for CPUs.
+    _running_marker(ctx.work_dir, spec.name).write_text(str(time.time()))
     module, func = spec.target.split(":")
-    fn = getattr(importlib.import_module(module), func)
+    with logs.quiet_native_stderr():  # TensorFlow's C++ start-up lines, printed before its log settings apply
+        fn = getattr(importlib.import_module(module), func)
     if spec.on_dataset:
         train, dataset_dir = fn, ctx.data["dataset_dir"]
         fn = lambda ctx: train(PreparedDataset.load(dataset_dir), ctx.options)  # noqa: E731
@@ -153,7 +162,21 @@ def _with_upstream(names: list[str]) -> list[StageSpec]:
     return [s for s in STAGES if s.name in wanted]
 
 
-def run_pipeline(data: dict, config: PipelineConfig, force: bool = False, address: str | None = None) -> dict:
+def _heartbeat(work: Path, names: list[str], submitted_at: dict[str, float]) -> str:
+    now, running, waiting = time.time(), [], []
+    for name in names:
+        marker = _running_marker(str(work), name)
+        if marker.exists():
+            running.append(f"{name} {now - float(marker.read_text() or now):.0f}s")
+        else:
+            waiting.append(f"{name} {now - submitted_at[name]:.0f}s")
+    parts = [f"running: {', '.join(running)}"] if running else []
+    parts += [f"waiting for CPUs: {', '.join(waiting)}"] if waiting else []
+    return f"[pipeline] {'; '.join(parts)}"
+
+
+def run_pipeline(data: dict, config: PipelineConfig, force: bool = False, address: str | None = None,
+                 heartbeat_s: float = 30.0) -> dict:
     import ray  # lazy: the CLI's config errors are reported without starting (or importing) Ray
 
     work = tracking.work_dir()
@@ -161,10 +184,13 @@ def run_pipeline(data: dict, config: PipelineConfig, force: bool = False, addres
     record_dir.mkdir(parents=True, exist_ok=True)
     specs = _with_upstream(config.stages)
     if not ray.is_initialized():
-        # No runtime_env here: under `ray job submit` it would clash with the job's own; each stage
-        # gets the work dir and tracking URI through its StageContext instead.
-        ray.init(address=ray_address(address), include_dashboard=False, logging_level="WARNING")
+        # Under `ray job submit` the job's own runtime_env applies (a second one would clash); each
+        # stage gets the work dir and tracking URI through its StageContext, and quiet mode itself.
+        submitted = "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
+        ray.init(address=ray_address(address), include_dashboard=False, logging_level=logs.ray_logging_level(),
+                 **({} if submitted else {"runtime_env": logs.ray_runtime_env()}))
     outputs: dict[str, dict] = {}
+    submitted_at: dict[str, float] = {}
     with tracking.run("pipeline", run_name=f"pipeline-{data['fmt']}") as parent:
         tracking.log_params({"format": data["fmt"], "path": data["path"], "stages": ",".join(s.name for s in specs)})
         pending: dict[Any, tuple[StageSpec, StageContext, str]] = {}
@@ -184,17 +210,22 @@ def run_pipeline(data: dict, config: PipelineConfig, force: bool = False, addres
                         outputs[spec.name] = saved
                         print(f"[pipeline] {spec.name:<10} unchanged inputs, skipped (from {record})", flush=True)
                         continue
+                _running_marker(str(work), spec.name).unlink(missing_ok=True)
                 task = ray.remote(_run_stage).options(
                     num_cpus=spec.num_cpus, num_gpus=spec.num_gpus, name=f"stage:{spec.name}",
                     runtime_env={"env_vars": spec.env} if spec.env else None,
                 ).remote(spec, ctx)
                 pending[task] = (spec, ctx, fp)
-                print(f"[pipeline] {spec.name:<10} started ({spec.num_cpus} CPU)", flush=True)
+                submitted_at[spec.name] = time.time()
+                print(f"[pipeline] {spec.name:<10} submitted ({spec.num_cpus} CPU)", flush=True)
             if not pending:
                 if remaining:
                     raise RuntimeError(f"stages {[s.name for s in remaining]} cannot start")
                 break
-            done, _ = ray.wait(list(pending), num_returns=1)
+            done, _ = ray.wait(list(pending), num_returns=1, timeout=heartbeat_s)
+            if not done:  # no stage finished for a while: say what runs and what waits for CPUs
+                print(_heartbeat(work, [s.name for s, _, _ in pending.values()], submitted_at), flush=True)
+                continue
             spec, ctx, fp = pending.pop(done[0])
             out = ray.get(done[0])  # a stage's exception surfaces here, with its traceback
             out["fingerprint"] = fp
@@ -219,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--force", action="store_true", help="rerun every stage even if its inputs are unchanged")
     p.add_argument("--address", help="Ray address (default: the job's cluster, or a new local one)")
     args = p.parse_args(argv)
+    logs.configure(logs.verbose())  # `python -m trainers.pipeline` / `ray job submit`: quiet unless RECSYS_LOG=debug
     try:
         config = load_pipeline_config(args.config)
         if args.stages:

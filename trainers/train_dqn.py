@@ -28,7 +28,8 @@ from envs.user_model import UserModel  # noqa: E402
 from models.dqn.features import CANDIDATE_FEATURES  # noqa: E402
 from models.dqn.network import QNetwork  # noqa: E402
 from models.dqn.policy import DecisionPolicy  # noqa: E402
-from reccore import tracking  # noqa: E402
+from reccore import logs, tracking  # noqa: E402
+from reccore.progress import Progress  # noqa: E402
 from trainers.common import add_data_args, load_kwargs  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -158,7 +159,7 @@ def main(argv=None) -> dict:
             ray.init(runtime_env={"env_vars": env_vars})
         else:
             ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False,
-                     runtime_env={"env_vars": {**env_vars, "PYTHONPATH": pp}})
+                     runtime_env=logs.ray_runtime_env({**env_vars, "PYTHONPATH": pp}))
     config = build_config(env_config, args)
     algo = config.build_algo()
     ckpt = out / "checkpoint"
@@ -182,6 +183,8 @@ def main(argv=None) -> dict:
         t0 = time.perf_counter()
         steps = state["history"][-1]["timesteps"] if state["history"] else 0
         it = len(state["history"])
+        bar = Progress(args.timesteps, desc="dqn", unit="env step")
+        bar.update(steps)
         while steps < args.timesteps:
             if args.time_budget_s and time.perf_counter() - t0 > args.time_budget_s:
                 break
@@ -200,10 +203,13 @@ def main(argv=None) -> dict:
             state["history"].append(row)
             state["train_seconds"] += row["iter_seconds"]
             tracking.log_metrics({k: v for k, v in row.items() if np.isfinite(v)}, step=steps)
-            print(json.dumps(row))
+            bar.update(steps - bar.done, **{"return": row["return"], "epsilon": row["epsilon"]})
+            if logs.verbose():
+                print(json.dumps(row))
             if it % args.checkpoint_every == 0 or steps >= args.timesteps:
                 algo.save_to_path(str(ckpt))
                 state_path.write_text(json.dumps(state))
+        bar.close()
         algo.save_to_path(str(ckpt))
         state_path.write_text(json.dumps(state))
 

@@ -12,6 +12,7 @@ import sys
 
 from models.vae import VAEConfig, VAEEngine
 from reccore import tracking
+from reccore.progress import Progress
 from reccore.config import config_from_dict, load_config
 from recdata.dataset import VAL, VAL_FOLD_IN, prepare
 from recdata.schema import DataError
@@ -27,15 +28,19 @@ def train(ds, options: dict | None = None, register: bool = True) -> dict:
     config = config_from_dict(VAEConfig, options, "vae options")
     engine = VAEEngine(config, ds.catalog)
 
+    bar = Progress(config.epochs, desc="vae", unit="epoch")
+
     def on_epoch(row: dict) -> None:
         tracking.log_metrics({k: v for k, v in row.items() if k not in ("epoch", "best")}, step=row["epoch"])
-        if "val_recall@20" in row:
-            print(f"epoch {row['epoch']:4d}  loss {row['loss']:.2f}  beta {row['beta']:.3f}  "
-                  f"val recall@20 {row['val_recall@20']:.4f}", flush=True)
+        val = {"val recall@20": row["val_recall@20"]} if "val_recall@20" in row else {}
+        bar.update(loss=row["loss"], beta=row["beta"], **val)
+
+    def fit():
+        with bar:
+            engine.fit(ds.train, val_rows, on_epoch=on_epoch)
 
     val_rows = ds.interactions.select([VAL, VAL_FOLD_IN])
-    return fit_evaluate_register(engine, ds, "vae" if register else None,
-                                 fit=lambda: engine.fit(ds.train, val_rows, on_epoch=on_epoch),
+    return fit_evaluate_register(engine, ds, "vae" if register else None, fit=fit,
                                  params={k: v for k, v in vars(config).items() if k != "weights"},
                                  table_keys=TABLE_KEYS)
 

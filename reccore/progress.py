@@ -1,0 +1,103 @@
+"""Progress of every long loop, one way for the whole project: a tqdm bar on a terminal, plain lines
+elsewhere.
+
+Where stdout is not a terminal (Ray job logs, a pipeline stage's output forwarded to the driver,
+nohup, pipes) tqdm's carriage returns turn into noise, so a plain line is printed instead: at the
+start, then at least every `every_s` seconds, and at the end. Either way a slow run is told apart
+from a hung one.
+
+    for batch in track(batches, total=len(batches), desc="embedding", unit="batch"):
+        ...
+    with Progress(n_steps, desc="epoch 3", unit="step") as bar:
+        bar.update(loss=0.41)
+"""
+from __future__ import annotations
+
+import sys
+import time
+from typing import Iterable, Iterator, TypeVar
+
+from tqdm import tqdm
+
+T = TypeVar("T")
+
+
+def _is_tty(stream) -> bool:
+    return hasattr(stream, "isatty") and stream.isatty()
+
+
+class Progress:
+    def __init__(self, total: int | None, desc: str, unit: str = "it", every_s: float = 30.0,
+                 enabled: bool = True, stream=None, leave: bool = False):
+        self.total, self.desc, self.unit, self.every_s = total, desc, unit, every_s
+        self.stream = stream or sys.stdout
+        self.enabled = enabled
+        self.done = 0
+        self.postfix: dict = {}
+        self.started = self.last = time.perf_counter()
+        self.bar = (tqdm(total=total, desc=desc, unit=unit, leave=leave, file=self.stream, dynamic_ncols=True)
+                    if enabled and _is_tty(self.stream) else None)
+        if enabled and self.bar is None:
+            self._line("started")
+
+    def __enter__(self) -> "Progress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def update(self, n: int = 1, **postfix) -> None:
+        self.done += n
+        self.postfix.update(postfix)
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.update(n)
+            if postfix:
+                self.bar.set_postfix({k: _fmt(v) for k, v in self.postfix.items()}, refresh=False)
+            return
+        now = time.perf_counter()
+        if now - self.last >= self.every_s:
+            self.last = now
+            self._line()
+
+    def _line(self, state: str = "") -> None:
+        elapsed = time.perf_counter() - self.started
+        rate = self.done / elapsed if elapsed > 0 else 0.0
+        parts = [f"[{self.desc}]"]
+        if state:
+            parts.append(state)
+        if self.total:
+            parts.append(f"{self.done}/{self.total} {self.unit} ({100 * self.done / self.total:.0f}%)")
+        else:
+            parts.append(f"{self.done} {self.unit}")
+        if self.done and state != "started":
+            parts.append(f"{rate:.2f} {self.unit}/s")
+            if self.total and self.done < self.total and rate > 0:
+                parts.append(f"ETA {(self.total - self.done) / rate:.0f}s")
+            parts.append(f"elapsed {elapsed:.0f}s")
+        parts += [f"{k} {_fmt(v)}" for k, v in self.postfix.items()]
+        print("  ".join(parts), file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        elif self.enabled and self.done:
+            self._line("done")
+        self.enabled = False
+
+
+def track(items: Iterable[T], total: int | None = None, desc: str = "", unit: str = "it",
+          every_s: float = 30.0, enabled: bool = True) -> Iterator[T]:
+    """Iterate `items` with a Progress (total from len() when it has one)."""
+    if total is None and hasattr(items, "__len__"):
+        total = len(items)  # type: ignore[arg-type]
+    with Progress(total, desc, unit, every_s, enabled) as bar:
+        for item in items:
+            yield item
+            bar.update()
+
+
+def _fmt(v) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
