@@ -24,6 +24,7 @@ QUIET_ENV = {
     "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
     "HF_HUB_DISABLE_PROGRESS_BARS": "1",      # "Loading weights" bars of a model that loads in a second
     "RAY_DEDUP_LOGS": "1",
+    "MLFLOW_LOGGING_LEVEL": "WARNING",         # MLflow sets its loggers' level from this at import
 }
 
 # Loggers whose notices say nothing to a user of this product, and the level that still gets through.
@@ -32,6 +33,8 @@ QUIET_LOGGERS = {
     # "Not importing TensorFlow for test purposes" at every import site, dozens of times per process.
     "ray.rllib.utils.framework": logging.ERROR,
     "ray.rllib": logging.ERROR,
+    "ray._common.deprecation": logging.ERROR,  # RLlib's own API deprecations, for its maintainers
+    "ray.tune.utils.util": logging.ERROR,       # "Install gputil for GPU system monitoring." (no GPU here)
     "ray.tune": logging.WARNING,
     "ray.train": logging.WARNING,
     "ray.serve": logging.WARNING,
@@ -101,6 +104,12 @@ def ray_runtime_env(env_vars: dict[str, str] | None = None) -> dict:
 def in_pipeline_stage() -> str | None:
     """The pipeline stage this process runs (set by the pipeline in its stage task), else None."""
     return os.environ.get("RECSYS_STAGE") or None
+
+
+def rllib_log_level() -> str:
+    """For `AlgorithmConfig.debugging(log_level=...)`: RLlib sets its loggers' level from the config when
+    an algorithm is built, over whatever was set before."""
+    return "INFO" if verbose() else "ERROR"
 
 
 def ray_logging_level() -> int:

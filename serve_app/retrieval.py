@@ -17,6 +17,7 @@ import time
 import numpy as np
 from ray import serve
 
+from reccore import logs
 from recdata.filters import allowed_mask
 from recdata.metrics import NEG_INF, top_k
 from recdata.schema import HistoryBatch
@@ -53,7 +54,9 @@ class EngineServer:
             folder, info = load_artifact_folder(self.uri, tracking_uri)
             self.engine, runtime = load_for_serving(folder)
             info["runtime"] = runtime
-            self.engine.score(HistoryBatch.of([[0]]))  # warm-up: lazy framework init off the request path
+            # Warm-up: lazy framework init off the request path (LiteRT prints its delegate on stderr).
+            with logs.quiet_native_stderr():
+                self.engine.score(HistoryBatch.of([[0]]))
             self._info.update(info, n_items=self.engine.n_items,
                               load_seconds=round(time.perf_counter() - t0, 3))
         except Exception as e:  # stay up, answer with the reason: the ingress degrades

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from reccore import tracking
+from reccore import logs, tracking
 from reccore.constants import ENGINE_ROLES as ROLES
 
 CONFIG = Path(__file__).with_name("config.yaml")
@@ -69,6 +69,7 @@ def deploy(config: dict, timeout_s: float = 180.0) -> str:
     from ray.serve._private import api as serve_api
     from ray.serve.schema import ServeDeploySchema
 
+    logs.worker_setup()  # Serve set its driver logger to INFO when imported just now; quiet it again
     schema = ServeDeploySchema.model_validate(config)
     client = serve_api.serve_start(http_options=schema.http_options.model_dump(),
                                    global_logging_config=config.get("logging_config"),

@@ -116,8 +116,8 @@ def serve_and_ask(outputs: dict, data: Path, dashboard_url: str | None, keep_ser
     log = pd.read_csv(data, usecols=["user_id", "product_id", "event_type"])
     config = load_config(engines={r: None for r in missing} | engines, decision=decision,
                          args={"ui_examples": ui_examples(log)})
-    if not logs.verbose():
-        config.setdefault("logging_config", {})["log_level"] = "WARNING"
+    if not logs.verbose():  # Serve's deploy-time notices; a failed deploy still raises with Serve's message
+        config.setdefault("logging_config", {})["log_level"] = "ERROR"
     t0 = time.perf_counter()
     print("\n[demo] deploying the Serve application", flush=True)
     url = deploy(config)
@@ -171,10 +171,10 @@ def print_items(httpx, url: str, rows: list[tuple]) -> None:
     details = {str(x["item"]): x for x in info.json()["items"]} if info is not None and info.status_code == 200 else {}
     for rank, (item, score, engines) in enumerate(rows, 1):
         d = details.get(str(item), {})
-        what = " · ".join(str(d[k]) for k in ("category", "brand") if d.get(k))
-        price = f" · ${d['price']:.2f}" if "price" in d else ""
+        what = [str(d[k]) for k in ("title", "category", "brand") if d.get(k)]
+        what += [f"${d['price']:.2f}"] if "price" in d else []
         via = f"  [{', '.join(engines)}]" if engines else ""
-        print(f"  {rank}. {item}  {what}{price}  score {score:.3f}{via}")
+        print(f"  {rank}. {item}  {' · '.join(what)}  score {score:.3f}{via}")
 
 
 if __name__ == "__main__":

@@ -51,6 +51,8 @@ class StageSpec:
     num_gpus: float = 0
     env: dict[str, str] = field(default_factory=dict)
     on_dataset: bool = False
+    preload: tuple[str, ...] = ()
+    """Heavy frameworks the stage imports first, with their native start-up lines silenced (quiet mode)."""
 
 
 # The DQN stage sets RLLIB_TEST_NO_TF_IMPORT: RLlib would otherwise import TensorFlow (+1 GB, +5 s).
@@ -59,7 +61,8 @@ STAGES = (
     StageSpec("popularity", "trainers.train_popularity:train", ("prepare",), num_cpus=0.25, on_dataset=True),
     StageSpec("vae", "trainers.train_vae:train", ("prepare",), num_cpus=1, on_dataset=True),
     StageSpec("content", "trainers.train_content:train", ("prepare",), num_cpus=1, on_dataset=True),
-    StageSpec("sasrec", "trainers.train_sasrec:train", ("prepare",), num_cpus=1, on_dataset=True),
+    StageSpec("sasrec", "trainers.train_sasrec:train", ("prepare",), num_cpus=1, on_dataset=True,
+              preload=("tensorflow",)),
     # The simulator's user model is fitted on the data itself, so the DQN needs only `prepare` and
     # trains beside the retrieval engines; it meets their scores only online, as candidate features.
     StageSpec("dqn", "trainers.train_dqn:pipeline_stage", ("prepare",), num_cpus=1,
@@ -121,6 +124,8 @@ def _run_stage(spec: StageSpec, ctx: StageContext) -> dict:
     _running_marker(ctx.work_dir, spec.name).write_text(str(time.time()))
     module, func = spec.target.split(":")
     with logs.quiet_native_stderr():  # TensorFlow's C++ start-up lines, printed before its log settings apply
+        for name in spec.preload:
+            importlib.import_module(name)
         fn = getattr(importlib.import_module(module), func)
     if spec.on_dataset:
         train, dataset_dir = fn, ctx.data["dataset_dir"]
@@ -160,6 +165,16 @@ def _with_upstream(names: list[str]) -> list[StageSpec]:
             wanted.add(n)
             todo.extend(by_name[n].needs)
     return [s for s in STAGES if s.name in wanted]
+
+
+HEADLINE_KEYS = ("users", "items", "interactions", "bad_rows", "test_hr@10", "test_ndcg@10",
+                 "popularity_test_ndcg@10", "epochs", "eval_return", "eval_purchases")
+
+
+def _headline(out: dict) -> str:
+    """The few figures of a stage a person reads in the log; everything else is in MLflow and the record."""
+    shown = {k: out[k] for k in HEADLINE_KEYS if isinstance(out.get(k), (int, float))}
+    return "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v:,}" for k, v in shown.items())
 
 
 def _heartbeat(work: Path, names: list[str], submitted_at: dict[str, float]) -> str:
@@ -233,7 +248,7 @@ def run_pipeline(data: dict, config: PipelineConfig, force: bool = False, addres
             (record_dir / f"{spec.name}.json").write_text(json.dumps(out, indent=2, default=str))
             summary = {k: v for k, v in out.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
             tracking.log_metrics(summary, prefix=f"{spec.name}_")  # e.g. vae_test_hr_at_10
-            print(f"[pipeline] {spec.name:<10} done in {out['seconds']} s  {json.dumps(summary)[:200]}", flush=True)
+            print(f"[pipeline] {spec.name:<10} done in {out['seconds']} s  {_headline(out)}", flush=True)
     return outputs
 
 

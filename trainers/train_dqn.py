@@ -88,7 +88,7 @@ def build_config(env_config: dict, args: argparse.Namespace):
         .rl_module(rl_module_spec=RLModuleSpec(module_class=TransformerDQNModule, model_config={
             "d_model": args.d_model, "n_layers": args.n_layers, "n_heads": 2, "item_buckets": 8192}))
         .reporting(min_sample_timesteps_per_iteration=1000, metrics_num_episodes_for_smoothing=200)
-        .debugging(seed=args.seed)
+        .debugging(seed=args.seed, log_level=logs.rllib_log_level())
     )
 
 
@@ -239,7 +239,8 @@ def main(argv=None) -> dict:
         mlflow.log_artifacts(str(policy_dir), artifact_path="policy")
         if args.register:
             summary["version"] = tracking.register(mlflow.get_artifact_uri("policy"), args.register)
-        print(json.dumps(summary))
+        if logs.verbose() or not logs.in_pipeline_stage():  # the pipeline prints its own line per stage
+            print(json.dumps(summary))
         return summary
     finally:
         mlflow.end_run()
