@@ -76,7 +76,7 @@ def deploy(config: dict, timeout_s: float = 180.0) -> str:
                                    proxy_location=schema.proxy_location)
     client.deploy_apps(schema)
     names = [a.name for a in schema.applications]
-    t0 = time.time()
+    t0 = last_note = time.time()
     while True:
         status = serve.status().applications
         states = {n: status[n].status if n in status else "NOT_STARTED" for n in names}
@@ -85,6 +85,10 @@ def deploy(config: dict, timeout_s: float = 180.0) -> str:
         failed = [n for n, s in states.items() if s in ("DEPLOY_FAILED", "UNHEALTHY")]
         if failed:
             raise RuntimeError(f"application {failed[0]} failed to deploy: {status[failed[0]].message}")
+        if time.time() - last_note > 20:  # never silent for long: replicas load models, or wait for CPUs
+            last_note = time.time()
+            print(f"[serve] {time.time() - t0:.0f} s, applications: "
+                  + ", ".join(f"{n} {s.lower()}" for n, s in states.items()), flush=True)
         if time.time() - t0 > timeout_s:
             raise TimeoutError(f"applications not RUNNING after {timeout_s:.0f}s: {states}; "
                                "replicas may be pending for CPUs -- lower num_cpus in the config")

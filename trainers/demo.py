@@ -171,7 +171,7 @@ def print_items(httpx, url: str, rows: list[tuple]) -> None:
     details = {str(x["item"]): x for x in info.json()["items"]} if info is not None and info.status_code == 200 else {}
     for rank, (item, score, engines) in enumerate(rows, 1):
         d = details.get(str(item), {})
-        what = [str(d[k]) for k in ("title", "category", "brand") if d.get(k)]
+        what = list(dict.fromkeys(str(d[k]) for k in ("title", "category", "brand") if d.get(k)))  # no repeats
         what += [f"${d['price']:.2f}"] if "price" in d else []
         via = f"  [{', '.join(engines)}]" if engines else ""
         print(f"  {rank}. {item}  {' · '.join(what)}  score {score:.3f}{via}")
