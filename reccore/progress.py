@@ -2,9 +2,9 @@
 elsewhere.
 
 Where stdout is not a terminal (Ray job logs, a pipeline stage's output forwarded to the driver,
-nohup, pipes) tqdm's carriage returns turn into noise, so a plain line is printed instead: at the
-start, then at least every `every_s` seconds, and at the end. Either way a slow run is told apart
-from a hung one.
+nohup, pipes) tqdm's carriage returns turn into noise, so a plain line is printed instead, every
+`every_s` seconds, and a last one at the end if any was printed: a loop shorter than `every_s` stays
+silent, a long one is never silent for longer. Either way a slow run is told apart from a hung one.
 
     for batch in track(batches, total=len(batches), desc="embedding", unit="batch"):
         ...
@@ -37,8 +37,7 @@ class Progress:
         self.started = self.last = time.perf_counter()
         self.bar = (tqdm(total=total, desc=desc, unit=unit, leave=leave, file=self.stream, dynamic_ncols=True)
                     if enabled and _is_tty(self.stream) else None)
-        if enabled and self.bar is None:
-            self._line("started")
+        self.lines = 0
 
     def __enter__(self) -> "Progress":
         return self
@@ -71,19 +70,20 @@ class Progress:
             parts.append(f"{self.done}/{self.total} {self.unit} ({100 * self.done / self.total:.0f}%)")
         else:
             parts.append(f"{self.done} {self.unit}")
-        if self.done and state != "started":
+        if self.done:
             parts.append(f"{rate:.2f} {self.unit}/s")
             if self.total and self.done < self.total and rate > 0:
                 parts.append(f"ETA {(self.total - self.done) / rate:.0f}s")
             parts.append(f"elapsed {elapsed:.0f}s")
         parts += [f"{k} {_fmt(v)}" for k, v in self.postfix.items()]
         print("  ".join(parts), file=self.stream, flush=True)
+        self.lines += 1
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
-        elif self.enabled and self.done:
+        elif self.enabled and self.lines:  # a short loop printed nothing and says nothing at the end
             self._line("done")
         self.enabled = False
 

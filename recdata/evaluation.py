@@ -11,6 +11,7 @@ from typing import Iterator, Protocol
 
 import numpy as np
 
+from reccore.progress import Progress
 from recdata.dataset import TEST, TEST_CONTEXT, TEST_FOLD_IN, TRAIN, VAL, VAL_FOLD_IN, PreparedDataset
 from recdata.metrics import NonFiniteScores, RankingEvaluator, mask_seen, nonfinite_rows, sampled_metrics
 from recdata.schema import HistoryBatch
@@ -57,33 +58,37 @@ def evaluate(
 ) -> dict[str, float]:
     """Full-ranking metrics of `engine` on `split`, seen items filtered. With `sampled_negatives`,
     adds `sampled_hr@10` / `sampled_ndcg@10` (labelled; leave-one-out only)."""
+    who = getattr(engine, "name", None) or type(engine).__name__
     ev = RankingEvaluator(ds.catalog.n_items, ks)
     rng = np.random.default_rng(seed)
     sampled: dict[str, float] = {}
     done = bad_users = 0
-    for batch, targets in evaluation_batches(ds, split, batch_size):
-        if max_users is not None and done >= max_users:
-            break
-        if max_users is not None and done + len(batch) > max_users:
-            keep = max_users - done
-            batch = HistoryBatch(batch.items[:keep], batch.events[:keep], batch.users[:keep])
-            targets = targets[:keep]
-        scores = np.array(engine.score(batch), dtype=np.float64)
-        # An engine's own scores must all be finite (-inf too: only the seen-item mask may set it).
-        bad = nonfinite_rows(scores, allow_neg_inf=False)
-        if bad.any() or bad_users:
-            bad_users += int(bad.sum())
+    f = ds.interactions.frame
+    n_users = len(np.unique(f["uidx"].to_numpy()[f["split"].to_numpy() == {"test": TEST, "val": VAL}[split]]))
+    n_users = min(n_users, max_users) if max_users is not None else n_users
+    with Progress(n_users, desc=f"evaluate {who} ({split})", unit="user") as bar:
+        for batch, targets in evaluation_batches(ds, split, batch_size):
+            if max_users is not None and done >= max_users:
+                break
+            if max_users is not None and done + len(batch) > max_users:
+                keep = max_users - done
+                batch = HistoryBatch(batch.items[:keep], batch.events[:keep], batch.users[:keep])
+                targets = targets[:keep]
+            scores = np.array(engine.score(batch), dtype=np.float64)
             done += len(batch)
-            continue  # keep scoring only to count every affected user; no metric from here on
-        mask_seen(scores, batch.items)
-        ev.add(scores, targets, checked=True)
-        if sampled_negatives:
-            single = np.array([t[0] for t in targets])
-            for key, vals in sampled_metrics(scores, single, batch.items, rng, sampled_negatives).items():
-                sampled[key] = sampled.get(key, 0.0) + float(vals.sum())
-        done += len(batch)
+            bar.update(len(batch))
+            # An engine's own scores must all be finite (-inf too: only the seen-item mask may set it).
+            bad = nonfinite_rows(scores, allow_neg_inf=False)
+            if bad.any() or bad_users:
+                bad_users += int(bad.sum())
+                continue  # keep scoring only to count every affected user; no metric from here on
+            mask_seen(scores, batch.items)
+            ev.add(scores, targets, checked=True)
+            if sampled_negatives:
+                single = np.array([t[0] for t in targets])
+                for key, vals in sampled_metrics(scores, single, batch.items, rng, sampled_negatives).items():
+                    sampled[key] = sampled.get(key, 0.0) + float(vals.sum())
     if bad_users:
-        who = getattr(engine, "name", None) or type(engine).__name__
         raise NonFiniteScores(
             f"engine {who!r} returned non-finite scores (NaN/inf) for {bad_users} of {done} users on the "
             f"{split} split; no metric is reported. Fix the model (a diverged run, log(0), 0/0) and evaluate again")

@@ -13,6 +13,7 @@ from typing import Callable, Iterator
 import numpy as np
 import pandas as pd
 
+from reccore.progress import Progress
 from recdata.schema import (
     EVENT_NAMES,
     BadRowReport,
@@ -141,6 +142,7 @@ def load_rees46(
     parts: dict[str, list[np.ndarray]] = {k: [] for k in ("user", "item", "ts", "event", "session")}
     item_parts: list[pd.DataFrame] = []
     rows_read = 0
+    bar = Progress(None, desc=f"read {Path(path).name}", unit="row")  # a line every 30 s; silent when quick
     for f in files:
         header = _header(f)
         _check_columns(f, header, REES46_COLUMNS, "rees46")
@@ -150,6 +152,7 @@ def load_rees46(
         # No usecols: with it pandas silently truncates rows that have extra fields.
         for chunk in _read_csv_chunks(f, chunksize, file_report, tracker):
             n = len(chunk)
+            bar.update(n, file=f.name)
             lines = tracker.lines_of(np.arange(pos, pos + n, dtype=np.int64))
             pos += n
             v = _RowValidator(n, lines, file_report)
@@ -187,6 +190,7 @@ def load_rees46(
             file_report.counts = {f"{k} [{f.name}]": c for k, c in file_report.counts.items()}
             file_report.lines = {f"{k} [{f.name}]": c for k, c in file_report.lines.items()}
         report.merge(file_report)
+    bar.close()
 
     cat = {k: np.concatenate(v) if v else np.empty(0, np.int64) for k, v in parts.items()}
     events = make_events(cat["user"], cat["item"], cat["ts"], cat["event"], weights)

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from reccore.progress import track
+
 
 def default_model_path() -> str:
     try:
@@ -72,7 +74,6 @@ class TextEncoder:
     def _embed(self, texts: list[str]) -> np.ndarray:
         """texts -> [N, dim] float32, unit norm."""
         import torch
-        from tqdm.auto import tqdm
 
         self._load()
         if self.threads:
@@ -81,9 +82,8 @@ class TextEncoder:
         # Sorting by length keeps padding (and so wasted compute) small within a batch.
         order = np.argsort([len(t) for t in texts], kind="stable")
         steps = range(0, len(texts), self.batch_size)
-        bar = tqdm(steps, desc="embedding", unit="batch", disable=not self.progress or len(steps) < 2)
         with torch.inference_mode():
-            for lo in bar:
+            for lo in track(steps, desc="embedding", unit="batch", enabled=self.progress and len(steps) > 1):
                 ids = order[lo:lo + self.batch_size]
                 enc = self._tok([texts[i] for i in ids], padding=True, truncation=True,
                                 max_length=self.max_length, return_tensors="pt").to(self.device)
