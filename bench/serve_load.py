@@ -248,7 +248,7 @@ def main(argv: list[str] | None = None) -> dict:
             # Rounds alternate the endpoints, so a burst of noise from a neighbour on the shared host
             # hits the floor and the app alike; each figure is the median over the rounds.
             runs: dict[str, list[dict]] = {}
-            for _ in range(a.rounds):
+            for round_no in range(1, a.rounds + 1):
                 for name, url, bodies in [("noop", base + "/noop/recommend", rec_bodies),
                                           ("recommend", base + "/recommend", rec_bodies),
                                           ("similar", base + "/similar", sim_bodies)]:
@@ -268,6 +268,9 @@ def main(argv: list[str] | None = None) -> dict:
                         r["mean_batch"] = (after[1] - before[1]) / max(after[0] - before[0], 1)
                         r["replicas"] = running_replicas()
                     runs.setdefault(name, []).append(r)
+                    # One line per run, so a multi-minute bench is never silent (the table comes at the end).
+                    print(f"[serve_load] {c} clients, round {round_no}/{a.rounds}, {name}: p50 {r['p50_ms']:.1f} ms, "
+                          f"p99 {r['p99_ms']:.1f} ms, {r['rps']:.1f} req/s, {r['failed']} failed", flush=True)
             for name, rs in runs.items():
                 r = {k: float(np.median([x[k] for x in rs]))
                      for k in ("p50_ms", "p99_ms", "rps", "cpu_ms", "goodput_rps", "clean_p99_ms", "degraded_share")}
