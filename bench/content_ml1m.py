@@ -2,7 +2,7 @@
 user-profile recommender beside popularity (leave-one-out, full ranking), overall and on the cold
 tail (test items with < 20 training interactions).
 
-    PYTHONPATH=. nice -n 10 python -m bench.content_ml1m [--data ../shared/data/ml-1m] [--threads 1]
+    PYTHONPATH=. nice -n 10 python -m bench.content_ml1m [--path ../shared/data/ml-1m] [--threads 1]
 
 genre_precision@10 (the headline): for every movie, the share of its 10 nearest movies (itself left
 out) that share at least one genre with it, with the *titles alone* embedded -- what the encoder
@@ -68,15 +68,16 @@ def cold_tail(ds: PreparedDataset, max_train: int = 20) -> PreparedDataset:
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data", default=str(Path("..") / "shared" / "data" / "ml-1m"))
+    ap.add_argument("--path", default=str(Path("..") / "shared" / "data" / "ml-1m"),
+                    help="the ML-1M folder (sasrec format with titles and genres)")
     ap.add_argument("--model-path", default=None, help="local HF model folder (default all-MiniLM-L6-v2)")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
     ap.add_argument("--cache", default=os.path.join(os.environ.get("RECSYS_HOME", ".recsys"), "prepared"))
     args = ap.parse_args(argv)
-    if not Path(args.data).exists():
-        raise SystemExit(f"{args.data} not found; pass --data pointing at the ml-1m folder")
-    ds = prepare("sasrec", args.data, cache_dir=args.cache)
+    if not Path(args.path).exists():
+        raise SystemExit(f"{args.path} not found; pass --path pointing at the ml-1m folder")
+    ds = prepare("sasrec", args.path, cache_dir=args.cache)
     n = ds.catalog.n_items
     print(f"ML-1M: {n} movies, {ds.catalog.n_users} users", flush=True)
 

@@ -6,7 +6,7 @@ pass for speed.
 
     python -m bench.serve_load                       # ML-1M popularity in every retrieval role
     python -m bench.serve_load --artifact sequence=models:/sasrec@champion --artifact discovery=...
-    python -m bench.serve_load --registry --format rees46 --data .recsys/demo/synthetic-u1500-i800-s0.csv
+    python -m bench.serve_load --registry --format rees46 --path .recsys/demo/synthetic-u1500-i800-s0.csv
                                     # the product graph: every engine + the DQN from the MLflow
                                     # registry (`make demo` fills it), requests from the data they know
 
@@ -179,8 +179,8 @@ def request_bodies(ds, n: int, seed: int = 0, anonymous: bool = False) -> tuple[
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--data", default=str(DATA), help="the data requests are drawn from (default: ML-1M)")
-    p.add_argument("--format", default="sasrec", help="loader of --data: sasrec | rees46 | recbole | csv")
+    p.add_argument("--path", default=str(DATA), help="the data requests are drawn from (default: ML-1M)")
+    p.add_argument("--format", default="sasrec", help="loader of --path: sasrec | rees46 | recbole | csv")
     p.add_argument("--registry", action="store_true",
                    help="serve serve_app/config.yaml's registry URIs (models:/<engine>@champion) for every role "
                         "and the decision engine, instead of stand-ins; --artifact still overrides a role")
@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None) -> dict:
     given = dict(s.split("=", 1) for s in a.artifact)
     decision = given.pop("decision", None)
     tmp = Path(tempfile.mkdtemp(prefix="rsvb"))
-    pop, ds = build_artifacts(tmp, Path(a.data), a.format)
+    pop, ds = build_artifacts(tmp, Path(a.path), a.format)
     roles = [r for r in a.roles.split(",") if r]
     if a.registry:  # the YAML's URIs, except where --artifact overrides
         yaml_args = load_config()["applications"][0]["args"]
