@@ -134,7 +134,8 @@ def main(argv: list[str] | None = None) -> None:
     # address="local": always a new cluster here, never another process's cluster on this machine
     ctx = ray.init(address=a.address or "local", num_cpus=a.num_cpus if started_here else None, namespace="serve",
                    include_dashboard=True if started_here else None,
-                   dashboard_host="127.0.0.1" if started_here else None)
+                   dashboard_host="127.0.0.1" if started_here else None, logging_level=logs.ray_logging_level(),
+                   **({"runtime_env": logs.ray_runtime_env()} if started_here else {}))
     url = deploy(config)
     dash = getattr(ctx, "dashboard_url", None) or "(dashboard not running)"
     mode = os.environ.get("RAY_AUTH_MODE", "token (Ray 2.60 default)")
