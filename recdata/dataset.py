@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from recdata.eventlog import load_many
 from recdata.loaders import load
 from recdata.schema import DataError, EventLog
 
@@ -261,31 +262,41 @@ PREPARE_VERSION = 2
 (2: rows keep their own event type, funnel steps kept, repeats never held out)."""
 
 
-def source_fingerprint(fmt: str, path: str | Path, **options) -> str:
+def _inputs(path) -> list[Path]:
+    """One path, or several (base log + served events): always a list, in the order given."""
+    return [Path(p) for p in path] if isinstance(path, (list, tuple)) else [Path(path)]
+
+
+def source_fingerprint(fmt: str, path: str | Path | list, **options) -> str:
     """Changes when the input files or the preparation options change (size + mtime, not content,
-    so a 5 GB log is not re-read just to decide that nothing changed)."""
-    path = Path(path)
-    files = sorted(path.rglob("*")) if path.is_dir() else [path]
+    so a 5 GB log is not re-read just to decide that nothing changed). Several inputs: each in turn,
+    so the same inputs give the same prepared data (one input hashes as it always did)."""
     h = hashlib.sha256(json.dumps([fmt, PREPARE_VERSION, sorted(options.items())], default=str).encode())
-    for f in files:
-        if f.is_file():
-            st = f.stat()
-            h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    for i, path in enumerate(_inputs(path)):
+        if i:
+            h.update(f"|input {i}|".encode())
+        files = sorted(path.rglob("*")) if path.is_dir() else [path]
+        for f in files:
+            if f.is_file():
+                st = f.stat()
+                h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
     return h.hexdigest()[:16]
 
 
 def prepare(
-    fmt: str, path: str | Path, cache_dir: str | Path | None = None, split: str = "loo",
+    fmt: str, path: str | Path | list, cache_dir: str | Path | None = None, split: str = "loo",
     collapse_repeats: bool = True, **load_kw
 ) -> PreparedDataset:
     """Load, encode and split; with `cache_dir`, reuse `cache_dir/<fingerprint>/` when it exists so
-    every trainer (and every node reading shared storage) uses the same prepared files."""
+    every trainer (and every node reading shared storage) uses the same prepared files. `path` may be
+    a list (base log + served events, recdata.eventlog.load_many: duplicates across inputs dropped)."""
     key = source_fingerprint(fmt, path, split=split, collapse_repeats=collapse_repeats, **load_kw)
     if cache_dir is not None:
         cached = Path(cache_dir) / key
         if (cached / "meta.json").exists():
             return PreparedDataset.load(cached)
-    log = load(fmt, path, **load_kw)
+    inputs = _inputs(path)
+    log = load(fmt, inputs[0], **load_kw) if len(inputs) == 1 else load_many(fmt, inputs, **load_kw)
     catalog, inter = encode(log, collapse_repeats=collapse_repeats)
     if split == "loo":
         inter = leave_one_out(inter)
@@ -294,7 +305,8 @@ def prepare(
     else:
         raise DataError(f"unknown split {split!r}; use loo or users")
     codes = inter.frame["split"].to_numpy()
-    meta = {"format": fmt, "path": str(path), "split": split, "fingerprint": key, **log.stats(),
+    shown = str(path) if len(inputs) == 1 else [str(p) for p in inputs]
+    meta = {"format": fmt, "path": shown, "split": split, "fingerprint": key, **log.stats(),
             "collapse_repeats": collapse_repeats, "interactions_encoded": len(inter),
             "repeat_rows": int(inter.frame["repeat"].sum()),
             "rows_after_test": int((codes == AFTER_TEST).sum()),

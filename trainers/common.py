@@ -15,14 +15,18 @@ from recdata.schema import DataError
 
 
 def add_data_args(p: argparse.ArgumentParser, required: bool = True, default_format: str = "sasrec",
-                  default_path: str | None = None) -> None:
-    """`--format` (dest `fmt`) and `--path`; with `required=False` they default to the given ones."""
+                  default_path: str | None = None, several: bool = False) -> None:
+    """`--format` (dest `fmt`) and `--path`; with `required=False` they default to the given ones.
+    With `several`, `--path` may repeat (base log + served events) and `args.path` is a list."""
     g = p.add_argument_group("data")
     g.add_argument("--format", dest="fmt", choices=FORMATS, default=None if required else default_format,
                    required=required, help="input format" + ("" if required else f" (default {default_format})"))
     g.add_argument("--path", required=required, default=None if required else default_path,
+                   action="append" if several else "store",
                    help="file or folder of the event log" + ("" if required or not default_path
-                                                            else f" (default {default_path})"))
+                                                            else f" (default {default_path})")
+                   + ("; repeat it to train on several inputs, e.g. the base log and the served events "
+                      "($RECSYS_HOME/events): events an earlier input holds are counted once" if several else ""))
     g.add_argument("--map", action="append", default=[], metavar="OURS=THEIRS",
                    help="csv format: column mapping, e.g. --map user=customer_id --map item=sku "
                         "(ours: user item ts event title brand category price)")

@@ -1,6 +1,7 @@
 """The whole training run as one Ray job.
 
     python -m trainers.pipeline --format rees46 --path events/ [--config pipeline.yaml]
+    python -m trainers.pipeline --format rees46 --path base.csv --path .recsys/events   # + served traffic
     ray job submit --working-dir . -- python -m trainers.pipeline --format sasrec --path ...
 
 Stages (each a Ray task with its CPU/GPU needs declared, so on a cluster they land where they fit):
@@ -259,7 +260,7 @@ def load_pipeline_config(path: str | None) -> PipelineConfig:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="recsys pipeline", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_data_args(p)
+    add_data_args(p, several=True)
     p.add_argument("--config", help="pipeline YAML: stages + one section per stage")
     p.add_argument("--stages", help="comma-separated subset of stages (upstream stages are added)")
     p.add_argument("--force", action="store_true", help="rerun every stage even if its inputs are unchanged")
@@ -270,7 +271,12 @@ def main(argv: list[str] | None = None) -> int:
         config = load_pipeline_config(args.config)
         if args.stages:
             config = dataclasses.replace(config, stages=[s.strip() for s in args.stages.split(",")])
-        data = {"fmt": args.fmt, "path": str(Path(args.path).resolve()), "load_kwargs": load_kwargs(args)}
+        paths = [str(Path(x).resolve()) for x in args.path]
+        missing = [x for x in paths if not Path(x).exists()]
+        if missing:
+            raise DataError(f"--path {', '.join(missing)} does not exist; check the path (the served-event log "
+                            "is $RECSYS_HOME/events once the app has acknowledged an event)")
+        data = {"fmt": args.fmt, "path": paths[0] if len(paths) == 1 else paths, "load_kwargs": load_kwargs(args)}
         outputs = run_pipeline(data, config, force=args.force, address=args.address)
     except (DataError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
