@@ -46,7 +46,7 @@ from serve_app.schemas import (
 logger = logging.getLogger("ray.serve")
 UI_PAGE = Path(__file__).resolve().parent / "ui" / "index.html"
 DEFAULT_BUDGETS_MS = {"sequence": 150, "discovery": 150, "similarity": 150, "popularity": 100,
-                      "decision": 100, "sessions": 100}
+                      "decision": 100, "sessions": 100, "events": 5000}
 
 
 def _app_version() -> str:
@@ -73,9 +73,9 @@ class Recommender:
                  history_window: int = 200, rescue_ms: float = 2000.0, max_batch: int = 32, max_inflight: int = 1,
                  linger_ms: float = 0.0,
                  local: dict[str, str] | None = None, tracking_uri: str | None = None,
-                 ui_examples: list[dict] | None = None):
+                 ui_examples: list[dict] | None = None, reload_s: float = 0.0):
         # Roles hosted in this process (`in_ingress`) answer through the same call shape as handles.
-        local_engines = {r: LocalEngine(r, u, tracking_uri, history_window) for r, u in (local or {}).items()}
+        local_engines = {r: LocalEngine(r, u, tracking_uri, history_window, reload_s) for r, u in (local or {}).items()}
         self.retrieval = {r: retrieval[r] if r in retrieval else local_engines[r]
                           for r in ENGINE_ROLES if r in retrieval or r in local_engines}
         self.local_roles = set(local_engines) - set(retrieval)
@@ -88,6 +88,8 @@ class Recommender:
         self.batcher = Coalescer(self._recommend_many, max_batch=max_batch, max_inflight=max_inflight,
                                  linger_ms=linger_ms)
         self.batcher.on_batch = self.metrics.batch_answered
+        # Concurrent /events travel together too: one hop and one group commit (write + fsync) per batch.
+        self.event_batcher = Coalescer(self._events_many, max_batch=256, max_inflight=2)
 
     # -- plumbing ------------------------------------------------------------------------------------------
     async def _call(self, name: str, resp, budget_key: str | None = None):
@@ -312,13 +314,24 @@ class Recommender:
 
     @api.post("/events", response_model=EventResponse, responses={503: {"description": "session store down"}})
     async def events(self, req: EventRequest):
+        """200 only once the event is in the durable event log (the sessions deployment fsyncs it)."""
         t0 = time.perf_counter()
-        key = req.session_id or str(req.user_id)
-        n, reason = await self._call("sessions", self.sessions.append.remote(key, req.item, EVENT_CODES[req.event]))
-        if reason is not None:
-            return self._unavailable("events", t0, f"session store unavailable ({reason})", ["sessions"])
+        try:
+            key, n = await self.event_batcher.submit(req)
+        except Exception as e:
+            return self._unavailable("events", t0, f"event not stored, send it again ({e})", ["sessions"])
         self._done("events", t0, 200)
         return EventResponse(session=key, length=n)
+
+    async def _events_many(self, reqs: list[EventRequest]) -> list[tuple[str, int]]:
+        local = next((self.retrieval[r] for r in self.local_roles), None)  # a catalog without a hop
+        details = local.event_details([r.item for r in reqs]) if local is not None else [None] * len(reqs)
+        events = [{"key": r.session_id or str(r.user_id), "user": r.user_id, "item": r.item, "event": r.event,
+                   "details": d} for r, d in zip(reqs, details)]
+        n, reason = await self._call("sessions", self.sessions.append_many.remote(events), "events")
+        if reason is not None:
+            raise RuntimeError(f"session store {reason}")
+        return [(e["key"], length) for e, length in zip(events, n)]
 
     async def _infos(self, budget: float = 2.0) -> dict[str, dict]:
         handles = {**self.retrieval, **({"decision": self.decision} if self.decision is not None else {})}
@@ -367,4 +380,8 @@ class Recommender:
         infos = await self._infos()
         if self.decision is None:
             infos["decision"] = {"status": "not configured"}
+        try:  # where served events go and how many this sessions replica stored (the drills read it)
+            infos["sessions"] = await asyncio.wait_for(_await(self.sessions.info.remote()), 2.0)
+        except Exception as e:
+            infos["sessions"] = {"status": "unreachable", "error": f"{type(e).__name__}: {e}"}
         return VersionResponse(app=_app_version(), engines=infos)

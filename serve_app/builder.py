@@ -17,6 +17,7 @@ from ray import serve
 
 from reccore import tracking
 from reccore.constants import ENGINE_ROLES
+from reccore.paths import work_dir
 from serve_app.app import Recommender
 from serve_app.decision import DecisionRanker
 from serve_app.retrieval import RetrievalEngine
@@ -25,7 +26,7 @@ from serve_app.sessions import SessionStore
 
 logger = logging.getLogger("ray.serve")
 Role = Literal[ENGINE_ROLES]
-Budgeted = Literal[(*ENGINE_ROLES, "decision", "sessions")]
+Budgeted = Literal[(*ENGINE_ROLES, "decision", "sessions", "events")]
 
 
 class _Strict(BaseModel):
@@ -45,7 +46,8 @@ class SessionsArgs(_Strict):
 
     max_sessions: int = Field(100_000, ge=1)
     max_events: int = Field(200, ge=1)
-    ttl_s: float = Field(3600.0, gt=0)
+    ttl_s: float = Field(3600.0, gt=0, description="idle sessions expire; a restart rebuilds this much from the log")
+    durable: bool = Field(True, description="write every event to the event log (fsync) before acknowledging it")
 
 
 class FaultDrill(_Strict):
@@ -69,6 +71,10 @@ class AppArgs(_Strict):
     candidates_per_engine: int = Field(50, ge=1, description="candidates each retrieval engine proposes")
     history_window: int = Field(200, ge=1, description="newest history items the engines read")
     tracking_uri: str | None = Field(None, description="MLflow store of models:/ URIs (default: this process's)")
+    reload_s: float = Field(10.0, ge=0, description="how often replicas serving models:/<name>@<alias> ask the "
+                            "registry whether the alias moved (then load, check and swap the new version); 0: never")
+    events_dir: str | None = Field(None, description="served-event log folder (REES46 CSV; shared storage on a "
+                                   "cluster); default $RECSYS_HOME/events of the process building the app")
     sessions: SessionsArgs = Field(default_factory=SessionsArgs)
     faults: dict[Literal[(*ENGINE_ROLES, "decision")], FaultDrill] = Field(default_factory=dict)
     ui_examples: list[UiExample] = Field(default_factory=list, max_length=100,
@@ -110,19 +116,22 @@ def build_app(args: AppArgs) -> serve.Application:
     retrieval = {
         role: RetrievalEngine.options(name=role).bind(
             role, str(uri), tracking_uri=args.tracking_uri, history_window=args.history_window,
-            **args.faults.get(role, FaultDrill()).model_dump())
+            reload_s=args.reload_s, **args.faults.get(role, FaultDrill()).model_dump())
         for role, uri in args.engines.items() if role not in local
     }
     decision = None
     if args.decision:
         drill = args.faults.get("decision", FaultDrill())
         decision = DecisionRanker.options(name="decision").bind(args.decision, tracking_uri=args.tracking_uri,
-                                                                fail=drill.fail)
-    sessions = SessionStore.options(name="sessions").bind(**args.sessions.model_dump())
+                                                                fail=drill.fail, reload_s=args.reload_s)
+    store = args.sessions.model_dump(exclude={"durable"})
+    events_dir = (args.events_dir or str(work_dir() / "events")) if args.sessions.durable else None
+    sessions = SessionStore.options(name="sessions").bind(**store, events_dir=events_dir)
     return Recommender.bind(retrieval, decision, sessions, budgets_ms=dict(args.budgets_ms),
                             candidates_per_engine=args.candidates_per_engine, history_window=args.history_window,
                             rescue_ms=args.rescue_ms, local=local, tracking_uri=args.tracking_uri,
-                            ui_examples=[u.model_dump() for u in args.ui_examples], **args.ingress_batch.model_dump())
+                            reload_s=args.reload_s, ui_examples=[u.model_dump() for u in args.ui_examples],
+                            **args.ingress_batch.model_dump())
 
 
 noop_api = FastAPI(title="recsys no-op floor")

@@ -10,13 +10,14 @@ from ray import serve
 
 from models.dqn.features import build_candidate_features
 from serve_app.artifacts import EngineUnavailable, load_artifact_folder, load_error
+from serve_app.reload import AliasFollower
 
 logger = logging.getLogger("ray.serve")
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=32)
-class DecisionRanker:
-    """Q-values of the DQN policy for each candidate of the retrieval union.
+class PolicyServer:
+    """Q-values of the DQN policy for each candidate of the retrieval union (no Serve in it: the
+    `DecisionRanker` deployment holds one, and a live swap replaces it with another).
 
     Contract (models/dqn/policy.py, models/dqn/features.py): `DecisionPolicy.load(folder)` with attributes
     feature_names, history_len, catalog; `q_values(hist_items [B,L] int64, hist_events [B,L] int8,
@@ -107,3 +108,28 @@ class DecisionRanker:
         q = np.asarray(q.detach().cpu().numpy() if hasattr(q, "detach") else q, np.float64)  # [B, K]
         return [{"q": [float(v) if np.isfinite(v) else None for v in q[b, :len(r["candidates"])]]}
                 for b, r in enumerate(reqs)]
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=32)
+class DecisionRanker:
+    """The decision role: a `PolicyServer`, kept on the version its registry alias points at
+    (`reload_s`, serve_app/reload.py); the old policy ranks until the new one has loaded and answered."""
+
+    def __init__(self, uri: str, tracking_uri: str | None = None, fail: bool = False, reload_s: float = 0.0):
+        self.server = PolicyServer(uri, tracking_uri, fail)
+
+        def load(pinned: str) -> PolicyServer:
+            new = PolicyServer(pinned, tracking_uri, fail)  # warm-up call inside: a broken policy keeps its error
+            new.uri = new._info["uri"] = str(uri)
+            new._info["pinned"] = pinned
+            return new
+
+        self.follower = AliasFollower(uri, self.server._info.get("registry_version"), reload_s, load,
+                                      lambda new: new.load_error, lambda new: setattr(self, "server", new),
+                                      what="decision")
+
+    def info(self) -> dict:
+        return self.server.info()
+
+    async def rank_batch(self, reqs: list[dict]) -> list[dict]:
+        return await self.server.rank_batch(reqs)

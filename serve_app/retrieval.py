@@ -15,6 +15,7 @@ import logging
 import time
 
 import numpy as np
+import pandas as pd
 from ray import serve
 
 from reccore import logs
@@ -22,6 +23,7 @@ from recdata.filters import allowed_mask
 from recdata.metrics import NEG_INF, top_k
 from recdata.schema import HistoryBatch
 from serve_app.artifacts import EngineUnavailable, load_artifact_folder, load_error, load_for_serving
+from serve_app.reload import AliasFollower
 
 logger = logging.getLogger("ray.serve")
 
@@ -163,6 +165,23 @@ class EngineServer:
             out.append(details)
         return {"items": out, "unknown": [r for r, i in zip(raw_ids, idx) if i < 0], "engine": self.role}
 
+    def event_details(self, raw_ids: list) -> list[dict | None]:
+        """What the served-event log records of each item beside the event (REES46 columns: category,
+        category_id, brand, price); None for an item this catalog does not know."""
+        if self.engine is None:
+            return [None] * len(raw_ids)
+        items = self.engine.catalog.items
+        idx = self.engine.catalog.item_index(list(raw_ids))
+        cols = [c for c in ("category", "category_id", "brand", "price") if c in items]
+        out = []
+        for i in idx:
+            if i < 0:
+                out.append(None)
+                continue
+            row = items.iloc[int(i)]
+            out.append({c: row[c] for c in cols if not pd.isna(row[c])})
+        return out
+
     def _title_match(self, text: str) -> int | None:
         items = self.engine.catalog.items
         col = next((c for c in ("title", "brand", "category") if c in items), None)
@@ -184,9 +203,10 @@ class RetrievalEngine:
     and drills); leave them at their defaults in production."""
 
     def __init__(self, role: str, uri: str, tracking_uri: str | None = None, history_window: int = 200,
-                 fail: bool = False, delay_ms: float = 0.0):
+                 fail: bool = False, delay_ms: float = 0.0, reload_s: float = 0.0):
         self.server = EngineServer(role, uri, tracking_uri, history_window)
         self.role, self.fail, self.delay_s = role, fail, delay_ms / 1000.0
+        self.follower = follow(self, role, uri, tracking_uri, history_window, reload_s)
 
     def info(self) -> dict:
         return self.server.info(fail=self.fail)
@@ -212,6 +232,22 @@ class RetrievalEngine:
         return self.server.describe(raw_ids)
 
 
+def follow(holder, role: str, uri: str, tracking_uri: str | None, history_window: int,
+           reload_s: float) -> AliasFollower:
+    """Keep `holder.server` on the version `uri`'s alias points at (serve_app/reload.py)."""
+    def load(pinned: str) -> EngineServer:
+        new = EngineServer(role, pinned, tracking_uri, history_window)  # loads and warms up, or keeps the error
+        new.uri = new._info["uri"] = str(uri)
+        new._info["pinned"] = pinned
+        return new
+
+    def swap(new: EngineServer) -> None:
+        holder.server = new
+
+    version = holder.server._info.get("registry_version")
+    return AliasFollower(uri, version, reload_s, load, lambda new: new.load_error, swap, what=role)
+
+
 class _LocalCall:
     def __init__(self, fn):
         self.fn = fn
@@ -233,9 +269,15 @@ class LocalEngine:
     counts) the handle hop costs far more than the work, and the last-resort fallback then answers
     even when every engine replica is down."""
 
-    def __init__(self, role: str, uri: str, tracking_uri: str | None = None, history_window: int = 200):
+    def __init__(self, role: str, uri: str, tracking_uri: str | None = None, history_window: int = 200,
+                 reload_s: float = 0.0):
         self.server = EngineServer(role, uri, tracking_uri, history_window)
-        self.recommend_batch = _LocalCall(self.server.answer)
-        self.similar = _LocalCall(self.server.similar)
-        self.describe = _LocalCall(self.server.describe)
-        self.info = _LocalCall(self.server.info)
+        # Through `self.server` at call time: a live swap replaces it.
+        self.recommend_batch = _LocalCall(lambda reqs: self.server.answer(reqs))
+        self.similar = _LocalCall(lambda req: self.server.similar(req))
+        self.describe = _LocalCall(lambda ids: self.server.describe(ids))
+        self.info = _LocalCall(lambda: self.server.info())
+        self.follower = follow(self, role, uri, tracking_uri, history_window, reload_s)
+
+    def event_details(self, raw_ids: list) -> list[dict | None]:
+        return self.server.event_details(raw_ids)

@@ -50,6 +50,8 @@ def load_config(path: str | Path = CONFIG, engines: dict | None = None, decision
     a["decision"] = _absolute(a.get("decision"))
     if not a.get("tracking_uri"):
         a["tracking_uri"] = tracking.tracking_uri()
+    # The app is built in a Ray worker with its own cwd: pin the event log to this process's work dir.
+    a["events_dir"] = str(Path(a.get("events_dir") or tracking.work_dir() / "events").resolve())
     hosted = set(a.get("in_ingress") or [])  # roles loaded inside the ingress have no deployment
     built = (set(a["engines"]) - hosted) | {"Recommender", "sessions"} | ({"decision"} if a.get("decision") else set())
     app["deployments"] = [d for d in app.get("deployments", []) if d["name"] in built]
