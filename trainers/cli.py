@@ -16,6 +16,7 @@ COMMANDS = {
     "train": (None, "train one engine: recsys train <popularity|sasrec|vae|content|dqn> [options]"),
     "tune": ("trainers.tune", "Ray Tune sweep: recsys tune <sasrec|vae> --config tune_configs/..."),
     "pipeline": ("trainers.pipeline", "the whole training run as one Ray job"),
+    "promote": ("trainers.promote", "move @champion to a version by hand (past the promotion gate, logged)"),
     "serve": ("serve_app.run", "start the Ray Serve application"),
     "demo": ("trainers.demo", "end to end on the embedded synthetic data"),
 }

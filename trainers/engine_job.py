@@ -5,7 +5,8 @@
 Inside the caller's MLflow run it: fits (timed), evaluates validation and test with full ranking (seen
 items filtered), evaluates the popularity baseline on test beside it, prints the table, logs params
 and metrics under the one naming convention (`reccore.tracking.metric_prefix`: `val_ndcg_at_10`,
-`test_hr_at_10`, `popularity_test_hr_at_10`), logs the artifact and registers it. The summary it returns
+`test_hr_at_10`, `popularity_test_hr_at_10`), logs the artifact and registers it through the promotion
+gate (trainers/gate.py: @champion only if it beats the champion on this validation split). The summary it returns
 (what the pipeline records per stage) uses the same keys, with '@'.
 """
 from __future__ import annotations
@@ -18,6 +19,7 @@ from models.popularity import PopularityEngine
 from reccore import logs, tracking
 from recdata.dataset import PreparedDataset
 from recdata.evaluation import evaluate, format_table
+from trainers import gate
 
 TABLE_KEYS = ("hr@10", "ndcg@10", "hr@20", "ndcg@20", "recall@20", "mrr", "coverage@10")
 BASELINE = "popularity"
@@ -47,8 +49,12 @@ def fit_evaluate_register(engine: Engine, ds: PreparedDataset, register_as: str 
     if engine.name != BASELINE:
         tracking.log_metrics(rows[BASELINE], prefix=tracking.metric_prefix("test", BASELINE))
     tracking.log_metrics({"fit_seconds": engine.fit_seconds})
-    version = tracking.log_engine(engine, register_as or None, alias=alias)
+    if register_as and alias == "champion":  # the promotion gate decides champion or challenger
+        version, alias = gate.register_gated(engine, ds, register_as, val)
+    else:
+        version = tracking.log_engine(engine, register_as or None, alias=alias)
     summary = {"artifact": f"models:/{register_as}@{alias}" if version else None, "version": version,
+               "alias": alias if version else None,
                "fit_seconds": round(engine.fit_seconds, 2),
                **_prefixed(val, tracking.metric_prefix("val")), **_prefixed(test, tracking.metric_prefix("test"))}
     if engine.name != BASELINE:

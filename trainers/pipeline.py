@@ -33,9 +33,10 @@ from typing import Any
 
 
 from reccore import logs, tracking
-from reccore.config import load_config
+from reccore.config import config_from_dict, load_config
 from recdata.dataset import PreparedDataset, prepare, source_fingerprint
 from recdata.schema import DataError
+from trainers import gate
 from trainers.common import add_data_args, load_kwargs, ray_address
 
 
@@ -87,6 +88,8 @@ class PipelineConfig:
     """SASRec config fields."""
     dqn: dict = field(default_factory=dict)
     """DQN training options."""
+    gate: dict = field(default_factory=dict)
+    """Promotion gate (trainers.gate.GateConfig fields: enabled, metric, margin)."""
 
 
 @dataclass
@@ -101,6 +104,8 @@ class StageContext:
     work_dir: str
     parent_run_id: str | None
     tracking_uri: str
+    gate: dict = field(default_factory=dict)
+    """The promotion gate's settings (GateConfig fields) for the engines this stage registers."""
 
 
 def prepare_stage(ctx: StageContext) -> dict:
@@ -121,6 +126,7 @@ def _run_stage(spec: StageSpec, ctx: StageContext) -> dict:
     os.environ["RECSYS_HOME"] = ctx.work_dir
     os.environ["RECSYS_STAGE"] = spec.name
     logs.worker_setup()  # also where the job's runtime_env could not carry the setup hook
+    gate.use(config_from_dict(gate.GateConfig, ctx.gate, "pipeline gate"))
     # The driver reads this to tell a running stage from one still waiting for CPUs.
     _running_marker(ctx.work_dir, spec.name).write_text(str(time.time()))
     module, func = spec.target.split(":")
@@ -146,6 +152,8 @@ def _run_stage(spec: StageSpec, ctx: StageContext) -> dict:
 def _fingerprint(spec: StageSpec, ctx: StageContext) -> str:
     payload = {"stage": spec.target, "data": ctx.data if spec.name == "prepare" else None,
                "options": ctx.options, "upstream": {k: v.get("fingerprint") for k, v in ctx.upstream.items()}}
+    if ctx.gate:  # only when set: records written before the gate existed stay valid
+        payload["gate"] = ctx.gate
     if spec.name == "prepare":
         # Size + mtime of the input files: an edited log re-runs everything downstream.
         payload["files"] = source_fingerprint(ctx.data["fmt"], ctx.data["path"], **ctx.data.get("load_kwargs", {}))
@@ -217,7 +225,7 @@ def run_pipeline(data: dict, config: PipelineConfig, force: bool = False, addres
                 remaining.remove(spec)
                 ctx = StageContext(spec.name, {**data, **outputs.get("prepare", {})}, getattr(config, spec.name, {})
                                    if spec.name != "prepare" else {}, {n: outputs[n] for n in spec.needs},
-                                   str(work), parent.info.run_id, tracking.tracking_uri())
+                                   str(work), parent.info.run_id, tracking.tracking_uri(), gate=config.gate)
                 fp = _fingerprint(spec, ctx)
                 record = record_dir / f"{spec.name}.json"
                 if not force and record.exists():
@@ -264,6 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", help="pipeline YAML: stages + one section per stage")
     p.add_argument("--stages", help="comma-separated subset of stages (upstream stages are added)")
     p.add_argument("--force", action="store_true", help="rerun every stage even if its inputs are unchanged")
+    p.add_argument("--gate-margin", type=float, help="a retrained engine takes @champion only if its validation "
+                   "metric beats the champion's by more than this (default 0: strictly better)")
     p.add_argument("--address", help="Ray address (default: the job's cluster, or a new local one)")
     args = p.parse_args(argv)
     logs.configure(logs.verbose())  # `python -m trainers.pipeline` / `ray job submit`: quiet unless RECSYS_LOG=debug
@@ -271,6 +281,9 @@ def main(argv: list[str] | None = None) -> int:
         config = load_pipeline_config(args.config)
         if args.stages:
             config = dataclasses.replace(config, stages=[s.strip() for s in args.stages.split(",")])
+        if args.gate_margin is not None:
+            config = dataclasses.replace(config, gate={**config.gate, "margin": args.gate_margin})
+        config_from_dict(gate.GateConfig, config.gate, "pipeline gate")  # a typo fails here, not in a stage
         paths = [str(Path(x).resolve()) for x in args.path]
         missing = [x for x in paths if not Path(x).exists()]
         if missing:
