@@ -112,7 +112,8 @@ def recent_sessions(folder: str | Path, since: float) -> list[tuple[str, float, 
         df = df[(df["event_time"] >= cutoff) & (df["user_session"] != "") & (df["product_id"] != "")]
         ts = pd.to_datetime(df["event_time"], format=REES46_TIME, errors="coerce", utc=True)
         ok = ts.notna().to_numpy()
-        secs = ts[ok].astype("int64").to_numpy() / 1e9 if ok.any() else np.empty(0)
+        # Through total_seconds: pandas may parse to second or microsecond resolution, not always ns.
+        secs = (ts[ok] - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy() if ok.any() else np.empty(0)
         for (_, r), t in zip(df[ok].iterrows(), secs):
             out.append((r["user_session"], float(t), _raw_id(r["product_id"]), r["event_type"]))
     out.sort(key=lambda x: x[1])  # stable: equal seconds keep file order

@@ -60,7 +60,7 @@ class SessionStore:
         self.sessions[key] = (now, events)
         return len(events)
 
-    @serve.batch(max_batch_size=512, batch_wait_timeout_s=0.0)
+    @serve.batch(max_batch_size=256, batch_wait_timeout_s=0.0)  # <= max_ongoing_requests
     async def append_many(self, calls: list[list[dict]]) -> list[list[int]]:
         """Events {key, user, item, event (name), details (catalog fields or None)} -> each session's
         length after it. Serve hands the concurrent calls over together: one write and one fsync for all
