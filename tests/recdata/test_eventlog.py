@@ -38,6 +38,7 @@ def test_served_log_is_rees46_and_reads_back(tmp_path):
     assert served.events["event"].tolist() == [0, 2]
     sessions = recent_sessions(tmp_path / "events", since=t - 5)
     assert [(s, i, e) for s, _, i, e in sessions] == [("7", 3, "view"), ("7", 4, "purchase"), ("sess-a", 1, "view")]
+    assert abs(sessions[0][1] - t) < 2  # unix seconds, whatever resolution pandas parses times to
     assert recent_sessions(tmp_path / "events", since=t + 5) == []
     assert recent_sessions(tmp_path / "nowhere", since=0) == []
 
