@@ -199,6 +199,14 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--replicas", type=int, help="fixed replica count for every deployment instead of the YAML's "
                    "autoscaling (replica-count study)")
     p.add_argument("--anonymous", action="store_true", help="requests without user_id (no session lookup)")
+    p.add_argument("--events-drill", action="store_true", help="8 clients post events while the sessions "
+                   "replica, then the ingress replica, are killed: acknowledged, stored, lost")
+    p.add_argument("--swap-drill", action="store_true", help="promote a new version of --swap-role's model under "
+                   "load at 8 clients: failed requests, seconds to swap, p99 during vs steady")
+    p.add_argument("--swap-role", default="sequence", help="role whose registered model the swap drill promotes")
+    p.add_argument("--events-seconds", type=float, default=10.0, help="length of the /events throughput run "
+                   "and (x2) of each drill; 0 skips the throughput run")
+    p.add_argument("--reload-s", type=float, default=1.0, help="registry poll period of the app (args.reload_s)")
     p.add_argument("--serve-defaults", action="store_true",
                    help="leave RAY_SERVE_THROUGHPUT_OPTIMIZED unset (Serve's default data plane)")
     a = p.parse_args(argv)
@@ -222,11 +230,25 @@ def main(argv: list[str] | None = None) -> dict:
         engines = {r: (given.get(r) or pop) if r in roles else None for r in ROLES}
         stand_in = [r for r in roles if r not in given and r != "popularity"]
     rec_bodies, sim_bodies = request_bodies(ds, a.requests, anonymous=a.anonymous)
+    swap_name = None
+    if a.swap_drill:  # the role must follow a registry alias; a stand-in goes into a private store
+        uri = str(engines.get(a.swap_role) or "")
+        if uri.startswith("models:/") and "@" in uri:
+            swap_name = uri[len("models:/"):].split("@")[0]
+        else:
+            from models.base import Engine
+            from reccore import tracking
+
+            os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp / 'mlflow.db'}"
+            with tracking.run("bench-swap"):
+                tracking.log_engine(Engine.load(engines.get(a.swap_role) or pop), "bench-swap")
+            swap_name, engines[a.swap_role] = "bench-swap", "models:/bench-swap@champion"
 
     ray.init(address="local", num_cpus=2, include_dashboard=False, _temp_dir=str(tmp / "ray"), logging_level="ERROR",
              namespace="serve", _metrics_export_port=(metrics_port := _free_port()),
              _system_config={"metrics_report_interval_ms": 1000})
-    overrides = {}
+    # Drill events go to a private log, never into the served-event log that retraining reads.
+    overrides = {"reload_s": a.reload_s, "events_dir": str(tmp / "events")}
     if a.max_inflight or a.linger_ms is not None:
         yaml_batch = load_config()["applications"][0]["args"].get("ingress_batch") or {}
         overrides["ingress_batch"] = {**yaml_batch, **({"max_inflight": a.max_inflight} if a.max_inflight else {}),
@@ -291,6 +313,7 @@ def main(argv: list[str] | None = None) -> dict:
                             f"{r['degraded_share']:>9.3f} {r['cpu_ms']:>7.1f} {r['failed']:>7}"
                             + (f" {r['mean_batch']:>10.2f}" if "mean_batch" in r else ""))
         drill = run_drill(base, rec_bodies, a.kill, a.drill_seconds) if a.drill_seconds > 0 else None
+        loop = run_loop_drills(a, base, ds, rec_bodies, swap_name, tmp / "events")
     finally:
         serve.shutdown()
         ray.shutdown()
@@ -358,7 +381,21 @@ def main(argv: list[str] | None = None) -> dict:
         "anonymous": a.anonymous, "in_ingress": config["applications"][0]["args"].get("in_ingress"), "roles": roles,
         "recommend_degraded": rec["degraded"], "recommend_rankers": rec["rankers"],
         "throughput_optimized": os.environ.get("RAY_SERVE_THROUGHPUT_OPTIMIZED") == "1",
+        **{k: (round(v, 2) if isinstance(v, float) else v) for k, v in loop.items()},
     }
+    if "events_rps" in loop:
+        out["events_rps_ratio"] = round(loop["events_rps"] / rec["rps"], 2)
+        print(f"/events {loop['events_rps']:.1f} events/s vs /recommend {rec['rps']:.1f} req/s at {c_hi} clients: "
+              f"{out['events_rps_ratio']:.2f}x (target >= 2); p99 {loop['events_p99_ms']:.1f} ms")
+    if "events_acked" in loop:
+        print(f"events drill (sessions replica killed, then the ingress): {loop['events_acked']} acknowledged, "
+              f"{loop['events_stored']} of them stored, lost {loop['events_lost']} (target 0); "
+              f"{loop['events_failed']} refused (not acknowledged), {loop['events_stored_unacked']} stored unacked")
+    if "swap_failed_requests" in loop:
+        print(f"swap drill ({a.swap_role} v{loop['swap_from']} -> v{loop['swap_to']}, reload_s {a.reload_s}): "
+              f"{loop['swap_failed_requests']} failed of {loop['swap_requests']} during the swap (target 0), "
+              f"swapped in {loop['swap_seconds']} s; p99 {loop['swap_p99_ms']:.1f} ms during vs "
+              f"{loop['steady_p99_ms']:.1f} ms steady")
     print(json.dumps(out))
     return out
 
@@ -407,6 +444,23 @@ def run_drill(base: str, bodies: list[dict], role: str, seconds: float) -> dict:
             "failed": r["failed"], "errors": r["errors"], "degraded": sum(d for _, _, d in events),
             "recovery_s": (max(degraded_after) - t_kill) if degraded_after else 0.0,
             "replica_back_s": state.get("t_back", t_kill) - t_kill}
+
+
+def run_loop_drills(a, base: str, ds, rec_bodies: list[dict], swap_name: str | None, events_dir: Path) -> dict:
+    """The closed-loop drills (bench/serve_drills.py): /events throughput, the swap under load, and the
+    kills of the sessions and ingress replicas (last: they take the app down for a while)."""
+    from bench import serve_drills
+
+    users = ds.catalog.user_ids[:2000].tolist()
+    items = ds.catalog.item_ids[:2000].tolist()
+    out: dict = {}
+    if a.events_seconds > 0 and (a.events_drill or a.swap_drill):
+        out.update(serve_drills.events_throughput(base, users, items, a.events_seconds))
+    if a.swap_drill and swap_name:
+        out.update(serve_drills.swap_drill(base, rec_bodies, a.swap_role, swap_name, 2 * a.events_seconds))
+    if a.events_drill:
+        out.update(serve_drills.events_drill(base, users, items, events_dir, 2 * a.events_seconds))
+    return out
 
 
 if __name__ == "__main__":
