@@ -3,11 +3,14 @@
 1. writes a synthetic REES46-schema event log (recdata.synthetic, calibrated on the REES46 sample),
 2. runs the training pipeline on it (every engine, registered in MLflow),
 3. prints the evaluation table (full ranking, popularity beside),
-4. serves the engines with Ray Serve and answers a sample request.
+4. serves the engines with Ray Serve and answers a sample request,
+5. closes the loop: posts shoppers' events (durably logged), retrains the quick engines on the base log +
+   the served events, shows the promotion gate's decision, and a promoted version answers without a restart.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -64,8 +67,9 @@ def main(argv: list[str] | None = None) -> int:
                    runtime_env=logs.ray_runtime_env({"RECSYS_HOME": str(tracking.work_dir()),
                                                      "MLFLOW_TRACKING_URI": tracking.tracking_uri()}))
     try:
-        outputs = run_pipeline({"fmt": "rees46", "path": str(data), "load_kwargs": {}},
-                               load_pipeline_config(args.config), force=args.force)
+        config = load_pipeline_config(args.config)
+        outputs = run_pipeline({"fmt": "rees46", "path": str(data), "load_kwargs": {}}, config, force=args.force)
+        outputs["_config"] = {k: getattr(config, k) for k in RETRAIN}
         outputs["markov (baseline)"] = markov_baseline(outputs["prepare"]["dataset_dir"])
         print()
         print(results_table(outputs, SYNTHETIC_LABEL))
@@ -152,6 +156,7 @@ def serve_and_ask(outputs: dict, data: Path, dashboard_url: str | None, keep_ser
     print("GET /version -> " + ", ".join(served))
     if missing:
         print(f"[demo] not served (stage not run): {', '.join(missing)}")
+    close_the_loop(httpx, url, log, data, outputs)
     print(f"\nTry it:        {url}/ui\nAPI docs:      {url}/docs\n"
           f"Ray dashboard: http://{dashboard_url}  (token: {token_path()}; Serve metrics under Metrics)\n"
           f"MLflow:        mlflow ui --backend-store-uri {tracking.tracking_uri()}")
@@ -163,6 +168,55 @@ def serve_and_ask(outputs: dict, data: Path, dashboard_url: str | None, keep_ser
         except KeyboardInterrupt:
             pass
     return 0 if r.status_code == 200 else 1
+
+
+RETRAIN = ("popularity", "vae")  # quick stages: the loop is the point, not another full training run
+
+
+def close_the_loop(httpx, url: str, log: pd.DataFrame, data: Path, outputs: dict, shoppers: int = 60) -> None:
+    """Served traffic back into training: shoppers' events go through POST /events into the durable
+    event log ($RECSYS_HOME/events), the quick engines retrain on base log + served events, the
+    promotion gate decides, and a promoted version answers without a restart (replicas follow
+    @champion: args.reload_s)."""
+    events_dir = tracking.work_dir() / "events"
+    users = log["user_id"].value_counts().index[:shoppers].tolist()
+    popular = log["product_id"].value_counts().index[:40].tolist()
+    acked = 0
+    for n, u in enumerate(users):  # each shopper looks at a few popular items and buys one
+        for j, ev in enumerate(("view", "view", "cart", "purchase")):
+            body = {"user_id": int(u), "item": int(popular[(n + j) % len(popular)]), "event": ev}
+            acked += httpx.post(f"{url}/events", json=body, timeout=30).status_code == 200
+    print(f"\n[demo] posted {acked} events for {len(users)} shoppers (200 = fsync'd into {events_dir})")
+    print(f"[demo] retraining {', '.join(RETRAIN)} on the base log + the served events "
+          f"(recsys pipeline --path {data.name} --path {events_dir})", flush=True)
+    before = httpx.get(f"{url}/version", timeout=30).json()["engines"]
+    retrained = run_pipeline({"fmt": "rees46", "path": [str(data), str(events_dir)], "load_kwargs": {}},
+                             dataclasses.replace(load_pipeline_config(None), stages=list(RETRAIN),
+                                                 **{k: outputs_config(outputs, k) for k in RETRAIN}))
+    print(f"[demo] prepared {retrained['prepare']['interactions']:,} interactions "
+          f"({retrained['prepare']['bad_rows']:,} rows kept out, duplicates across inputs included)")
+    roles = {stage: role for role, stage in ROLE_STAGES.items()}
+    for stage in RETRAIN:
+        out, role = retrained[stage], roles[stage]
+        print(f"[demo] gate: {stage} v{out['version']} -> @{out['alias']} (val ndcg@10 {out['val_ndcg@10']:.4f}; "
+              f"serving v{before.get(role, {}).get('registry_version', '-')})")
+        if out["alias"] != "champion":
+            continue
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < 90:  # the replicas' next registry poll swaps it in
+            now = httpx.get(f"{url}/version", timeout=30).json()["engines"].get(role, {})
+            if now.get("registry_version") == out["version"]:
+                print(f"[demo] {role} now answers with {stage} v{out['version']} ({time.perf_counter() - t0:.0f} s "
+                      "after the promotion, no restart)")
+                break
+            time.sleep(1.0)
+        else:
+            print(f"[demo] {role} still serves v{now.get('registry_version')}: see the replica logs")
+
+
+def outputs_config(outputs: dict, stage: str) -> dict:
+    """The stage options of the first run, so the retrained engine differs only by its data."""
+    return dict(outputs.get("_config", {}).get(stage, {}))
 
 
 def print_items(httpx, url: str, rows: list[tuple]) -> None:
