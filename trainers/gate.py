@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from models.base import Engine
-from reccore import tracking
+from reccore import logs, tracking
 from recdata.dataset import PreparedDataset
 from recdata.evaluation import evaluate
 from recdata.schema import HistoryBatch
@@ -98,5 +98,6 @@ def register_gated(engine: Engine, ds: PreparedDataset, name: str, candidate_val
     figures = {"gate_candidate_val": ours, **({"gate_champion_val": theirs} if theirs is not None else {})}
     tracking.log_metrics(figures)
     verdict = "promoted to @champion" if alias == "champion" else "kept as @challenger (champion unchanged)"
-    print(f"[gate] {name} v{version} {verdict}: {why}", flush=True)
+    if logs.verbose() or not logs.in_pipeline_stage():  # a pipeline reports each stage's gate in its summary
+        print(f"[gate] {name} v{version} {verdict}: {why}", flush=True)
     return version, alias

@@ -220,6 +220,7 @@ def run_pipeline(data: dict, config: PipelineConfig, force: bool = False, addres
         pending: dict[Any, tuple[StageSpec, StageContext, str]] = {}
         remaining = list(specs)
         while remaining or pending:
+            wave = []  # stages submitted together, announced on one line
             while ready := [s for s in remaining if all(n in outputs for n in s.needs)]:
                 spec = ready[0]
                 remaining.remove(spec)
@@ -241,7 +242,9 @@ def run_pipeline(data: dict, config: PipelineConfig, force: bool = False, addres
                 ).remote(spec, ctx)
                 pending[task] = (spec, ctx, fp)
                 submitted_at[spec.name] = time.time()
-                print(f"[pipeline] {spec.name:<10} submitted ({spec.num_cpus} CPU)", flush=True)
+                wave.append(f"{spec.name} ({spec.num_cpus:g} CPU)")
+            if wave:
+                print(f"[pipeline] submitted: {', '.join(wave)}", flush=True)
             if not pending:
                 if remaining:
                     raise RuntimeError(f"stages {[s.name for s in remaining]} cannot start")
