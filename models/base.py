@@ -107,6 +107,12 @@ class Engine(abc.ABC):
         self.fit_seconds = time.perf_counter() - t0
         return self
 
+    def checkpoint(self, folder: str | Path) -> Path:
+        """A snapshot a restarted job continues from (Tune trials, Ray Train restarts). By default the
+        artifact itself; engines with training state of their own (optimizer, RNG) override it so
+        `load(folder)` then `fit(..., warm_start=True)` resumes exactly."""
+        return self.save(folder)
+
     def save(self, folder: str | Path) -> Path:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)

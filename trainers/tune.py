@@ -4,8 +4,9 @@
     python -m trainers.tune vae --config tune_configs/vae.yaml
 
 Every trial trains epoch by epoch and reports the validation metric through `ray.tune.report` with
-a checkpoint (the engine artifact), so ASHA can stop it early and `FailureConfig` can restart a
-crashed trial from its last epoch. The driver holds one MLflow parent run; each trial logs a child
+a checkpoint (`Engine.checkpoint`: the artifact, plus SASRec's training state), so ASHA can stop it
+early and `FailureConfig` restarts a crashed trial from its last epoch: the engine's `tune_epochs`
+continues at the next epoch, never from the first. The driver holds one MLflow parent run; each trial logs a child
 run. The best trial's artifact is evaluated on the test split beside popularity and registered as
 `models:/<engine>@champion` (and `@tuned`).
 """
@@ -122,7 +123,7 @@ def param_space(sweep: SweepConfig) -> dict:
 
 # --- per-engine epoch loops: yield (epoch, validation metrics, engine) ----------------------------
 # Each engine module provides `tune_epochs(engine, ds, start_epoch) -> Iterator[(epoch, metrics)]`,
-# training in place; the engine's own artifact is the checkpoint.
+# training in place and continuing after `start_epoch` when restarted; `Engine.checkpoint` is the checkpoint.
 def trial_epochs(engine_name: str) -> Callable[..., Iterator[tuple[int, dict]]]:
     module = importlib.import_module(ENGINE_MODULES[engine_name])
     if not hasattr(module, "tune_epochs"):
@@ -157,7 +158,7 @@ def _trial(config: dict) -> None:
         for epoch, metrics in trial_epochs(meta["engine"])(engine, ds, start):
             tracking.log_metrics(metrics, step=epoch)
             with tempfile.TemporaryDirectory() as d:
-                engine.save(Path(d) / "engine")
+                engine.checkpoint(Path(d) / "engine")  # SASRec: with its training state, for an exact resume
                 (Path(d) / "state.json").write_text(json.dumps({"epoch": epoch}))
                 # node_id: where the trial ran (a cluster sweep spreads trials over nodes)
                 tune.report({**metrics, "epoch": epoch, "node_id": node_id},

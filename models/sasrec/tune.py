@@ -1,9 +1,10 @@
 """Ray Tune hook for SASRec (trainers/tune.py): yield (epoch, validation metrics) while training.
 
 `SasrecEngine.fit` owns its epoch loop (early stopping, best weights); here it runs in a thread and
-pauses after each validated epoch until the trial has reported and checkpointed, so the checkpoint
-holds exactly that epoch's weights. A trial restarted from a checkpoint trains again from epoch 1:
-the Keras optimizer state is not part of the artifact.
+pauses after each validated epoch until the trial has reported and checkpointed
+(`SasrecEngine.checkpoint`: weights plus the training state -- Adam, weight average, RNG, counters).
+A trial restarted from such a checkpoint continues with the next epoch (`warm_start`), exactly as if
+it had never stopped, so ASHA's epoch counter keeps going up.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ def tune_epochs(engine, ds, start_epoch: int = 0):
 
     def train() -> None:
         try:
-            engine.fit(ds.train, ds.interactions.select(VAL), on_epoch=on_epoch)
+            engine.fit(ds.train, ds.interactions.select(VAL), on_epoch=on_epoch, warm_start=start_epoch > 0)
         except BaseException as e:  # surfaced in the trial's thread below
             failure.append(e)
         finally:
