@@ -95,7 +95,7 @@ def register_gated(engine: Engine, ds: PreparedDataset, name: str, candidate_val
     tracking.configured_mlflow().MlflowClient().set_registered_model_alias(name, alias, version)
     tracking.log_params({"gate_decision": alias, "gate_metric": key, "gate_margin": config.margin,
                          "gate_previous_champion": previous or "none", "gate_version": version})
-    figures = {"gate_candidate_val": ours, **({"gate_champion_val": theirs} if theirs is not None else {})}
+    figures = {"val_gate_candidate": ours, **({"val_gate_champion": theirs} if theirs is not None else {})}
     tracking.log_metrics(figures)
     verdict = "promoted to @champion" if alias == "champion" else "kept as @challenger (champion unchanged)"
     if logs.verbose() or not logs.in_pipeline_stage():  # a pipeline reports each stage's gate in its summary

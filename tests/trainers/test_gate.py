@@ -50,8 +50,8 @@ def test_gate_refuses_a_worse_engine_and_promotes_a_better_one(ds, recsys_home, 
     runs = mlflow.search_runs(experiment_names=["gate-test"]).sort_values("start_time")
     assert runs["params.gate_decision"].tolist() == ["champion", "challenger", "champion"]
     second = runs.iloc[1]
-    assert second["metrics.gate_candidate_val"] < second["metrics.gate_champion_val"]
-    assert np.isclose(runs.iloc[2]["metrics.gate_champion_val"], runs.iloc[0]["metrics.gate_candidate_val"])
+    assert second["metrics.val_gate_candidate"] < second["metrics.val_gate_champion"]
+    assert np.isclose(runs.iloc[2]["metrics.val_gate_champion"], runs.iloc[0]["metrics.val_gate_candidate"])
 
     # The override: back to v1 by hand, on the record.
     assert app(["promote", "shop", "1", "--reason", "test"]) == 0
