@@ -2,7 +2,13 @@
 
     python -m trainers.train_sasrec --format sasrec --path ../shared/data/ml-1m \
         --config models/sasrec/sasrec_ml1m.yaml [--epochs N] [--num-workers N]
+    python -m trainers.train_sasrec --format sasrec --path ../shared/data/amazon-toys --max-train-minutes 30
     ray job submit --working-dir . -- python -m trainers.train_sasrec ...   (same command on a cluster)
+
+Without --config the settings are derived from the training data and the budget
+(`models.sasrec.defaults.derive_config`: window from the history lengths, loss from the catalog
+size and --max-train-minutes, width and dropout for sparse data, a validation sample for many
+users); the job prints each choice and why. Flags override single fields either way.
 
 Without --num-workers the loop runs in this process (one machine). With --num-workers N it runs the
 same loop under Ray Train's `TensorflowTrainer` (data parallel, MultiWorkerMirroredStrategy): each
@@ -42,7 +48,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--format", default="sasrec", help="input format: rees46, sasrec, recbole, csv")
     p.add_argument("--path", required=True, help="data file or folder")
-    p.add_argument("--config", default="models/sasrec/sasrec_ml1m.yaml", help="SasrecConfig YAML")
+    p.add_argument("--config", help="SasrecConfig YAML (e.g. models/sasrec/sasrec_ml1m.yaml); "
+                   "default: settings derived from the data and --max-train-minutes, printed with the reasons")
     for flag, typ in OVERRIDES.items():
         p.add_argument("--" + flag.replace("_", "-"), dest=flag, type=typ, help=f"override config `{flag}`")
     p.add_argument("--event-types", dest="use_event_types", action="store_true", default=None,
@@ -52,7 +59,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs Ray reserves per worker")
     p.add_argument("--max-failures", type=int, default=2,
                    help="with --num-workers: restarts of a failed worker group from its latest epoch checkpoint")
-    p.add_argument("--resume-from", help="continue this checkpoint / artifact (needs its train_state/ for an exact resume)")
+    p.add_argument("--resume-from",
+                   help="continue this checkpoint / artifact (needs its train_state/ for an exact resume)")
     p.add_argument("--checkpoint-dir", help="in-process runs: write a resumable checkpoint here after every epoch")
     p.add_argument("--experiment", default=EXPERIMENT, help="MLflow experiment")
     p.add_argument("--register-as", default="sasrec", help="registered model name ('' = do not register)")
@@ -61,8 +69,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def build_config(args: argparse.Namespace) -> SasrecConfig:
+def build_config(args: argparse.Namespace, train=None) -> SasrecConfig:
+    """The YAML given by --config, or (without one) settings derived from `train`; flags override."""
     overrides = {k: getattr(args, k) for k in [*OVERRIDES, "use_event_types"]}
+    if args.config is None and train is not None:
+        from models.sasrec.defaults import derive_config
+
+        cfg, reasons = derive_config(train, args.max_train_minutes, **overrides)
+        print("no --config: settings derived from the training data\n" + "\n".join(f"  - {r}" for r in reasons),
+              flush=True)
+        return cfg
     return load_config(SasrecConfig, args.config, **overrides)
 
 
@@ -181,7 +197,7 @@ def fit_distributed(args, cfg: SasrecConfig, num_workers: int):
 # -- the job ------------------------------------------------------------------------------------
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    cfg = build_config(args)
+    cfg = build_config(args)  # fails on a bad --config or flag before any data is read
     if args.checkpoint_dir and args.num_workers >= 1:
         raise ValueError("--checkpoint-dir is for in-process runs: with --num-workers, Ray Train keeps a checkpoint "
                          "per epoch under $RECSYS_HOME/ray_train (the run prints the latest; pass it to --resume-from)")
@@ -193,6 +209,8 @@ def main(argv=None) -> dict:
     from recdata.evaluation import evaluate
 
     ds = prepare(args.format, args.path, cache_dir=tracking.work_dir() / "prepared")
+    if args.config is None:
+        cfg = build_config(args, ds.train)
     print(f"data: {ds.catalog.n_users} users, {ds.catalog.n_items} items, {len(ds.interactions)} interactions; "
           f"config: {cfg}", flush=True)
     with tracking.run(args.experiment, run_name=f"sasrec-{cfg.loss}") as active:

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-LOSSES = ("ce", "sampled", "bce")
+LOSSES = ("ce", "sampled", "gbce", "bce")
+SAMPLERS = ("uniform", "popularity", "inbatch", "mixed")
 
 
 @dataclass
@@ -23,10 +24,25 @@ class SasrecConfig:
     dropout: float = 0.2
     """Dropout on embeddings, attention weights and feed-forward outputs."""
     loss: str = "ce"
-    """'ce': full-softmax cross-entropy over all items (SASRec+, strongest); 'sampled': sampled softmax
-    over `negatives` shared uniform negatives (large catalogs); 'bce': the paper's BCE, one negative."""
+    """'ce': full-softmax cross-entropy over all items (SASRec+, strongest; computed on real target
+    positions only, in row chunks, so memory stays bounded on big catalogs); 'sampled': sampled
+    softmax over `negatives` negatives from `sampler`, log-Q corrected (big catalogs); 'gbce':
+    gSASRec's generalized BCE over `negatives` uniform negatives, calibrated by `gbce_t` (Petrov &
+    Macdonald, RecSys 2023); 'bce': the SASRec paper's BCE, one negative."""
     negatives: int = 256
-    """Negatives per batch for loss='sampled' (ignored by 'ce'; 'bce' always uses one)."""
+    """Negatives per batch for 'sampled' (shared by every position; 'inbatch' uses the batch's own
+    targets instead, 'mixed' adds these to them) and 'gbce'. Ignored by 'ce'; 'bce' uses one."""
+    sampler: str = "uniform"
+    """Where loss='sampled' draws negatives: 'uniform' over items; 'popularity' in proportion to
+    training counts + 1; 'inbatch': the other targets of the batch (popularity-distributed, free);
+    'mixed': in-batch targets plus `negatives` uniform ones (Yang et al., WWW 2020)."""
+    logq_correction: bool = True
+    """loss='sampled': subtract log(expected count of the item among the candidates) from every
+    logit (Bengio & Senecal 2008; Yi et al., RecSys 2019). Without it, non-uniform samplers push
+    popular items down: the model learns p(item | history) / q(item), not p(item | history)."""
+    gbce_t: float = 0.75
+    """loss='gbce': calibration t in [0, 1]. beta = alpha * (t * (1 - 1/alpha) + 1/alpha) with
+    alpha = negatives / (items - 1); t = 0 is plain BCE, t = 1 fully calibrated (gSASRec: 0.75)."""
     lr: float = 1e-3
     """Adam learning rate."""
     batch: int = 128
@@ -37,8 +53,12 @@ class SasrecConfig:
     """Stop after this many validation checks without a better val NDCG@10 (best weights are kept)."""
     eval_every: int = 1
     """Validate every this many epochs."""
+    val_users: int | None = 10000
+    """Validate on at most this many users: a fixed random sample (seeded by `seed`) when there are
+    more, so every check compares the same users; None = all. The test figure always uses all."""
     max_train_minutes: float | None = None
-    """Wall-clock budget: stop after the epoch that exceeds it (best weights are kept); None = none."""
+    """Wall-clock budget, checked after every step: training stops mid-epoch once it is spent,
+    validates once more (with a validation set) and keeps the best weights; None = none."""
     train_windows: str = "last"
     """'last': each user trains on their most recent `max_len` targets (the SASRec paper); 'all': a
     history longer than `max_len` is cut, from the end, into consecutive windows that all train, so
@@ -77,8 +97,20 @@ class SasrecConfig:
             raise ValueError(f"dropout={self.dropout} must be in [0, 1)")
         if self.train_windows not in ("last", "all"):
             raise ValueError(f"train_windows={self.train_windows!r} must be 'last' or 'all'")
-        if self.loss == "sampled" and self.negatives < 1:
-            raise ValueError("loss='sampled' needs negatives >= 1")
+        if self.loss in ("sampled", "gbce") and self.negatives < 1:
+            raise ValueError(f"loss={self.loss!r} needs negatives >= 1; set negatives: 256")
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"sampler={self.sampler!r} is not one of {SAMPLERS}; set sampler: popularity "
+                             "(or uniform, inbatch, mixed)")
+        if self.sampler != "uniform" and self.loss != "sampled":
+            raise ValueError(f"sampler={self.sampler!r} only applies to loss='sampled' (loss={self.loss!r}); "
+                             "set loss: sampled, or sampler: uniform (gBCE's calibration assumes uniform negatives)")
+        if not 0.0 <= self.gbce_t <= 1.0:
+            raise ValueError(f"gbce_t={self.gbce_t} must be in [0, 1]; gSASRec uses 0.75")
+        if self.val_users is not None and (not isinstance(self.val_users, int) or self.val_users < 1):
+            raise ValueError(f"val_users={self.val_users!r} must be a positive integer, or null for all users")
+        if self.max_train_minutes is not None and self.max_train_minutes <= 0:
+            raise ValueError(f"max_train_minutes={self.max_train_minutes} must be > 0, or null for no budget")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay={self.ema_decay} must be in [0, 1); 0 turns the average off")
         if not 0.0 < self.lr_decay_factor <= 1.0:

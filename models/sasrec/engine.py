@@ -1,7 +1,9 @@
 """The SASRec engine: training loop with early stopping, compiled scoring, artifact + TFLite export.
 
-Training is one XLA-compiled step per batch over fixed-shape windows (no per-example Python);
-validation is full-ranking NDCG@10 of the validation item from the train history, seen filtered.
+Training is one XLA-compiled step per batch over fixed-shape windows (no per-example Python); the
+loss scores only the batch's real target positions (losses.py). Validation is full-ranking NDCG@10
+of the validation item from the train history, seen filtered, on a fixed sample of `val_users`.
+A wall-clock budget is checked after every step, so it holds within an epoch too.
 """
 from __future__ import annotations
 
@@ -19,8 +21,11 @@ import numpy as np
 import tensorflow as tf
 
 from models.base import Engine
+from models.sasrec.average import WeightAverage
 from models.sasrec.config import SasrecConfig
+from models.sasrec.losses import Sampler, real_positions
 from models.sasrec.model import SasrecNetwork, pad_histories, sequence_loss, training_windows
+from models.sasrec.progress import EpochProgress
 from recdata.dataset import Interactions
 from recdata.schema import HistoryBatch
 from recdata.metrics import RankingEvaluator, mask_seen
@@ -75,11 +80,14 @@ class SasrecEngine(Engine):
     # -- training -------------------------------------------------------------------------------
     def fit(self, train: Interactions, val: Interactions | None = None,
             on_epoch: Callable[[int, dict], None] | None = None, strategy=None,
-            shard: tuple[int, int] = (0, 1), warm_start: bool = False) -> "SasrecEngine":
+            shard: tuple[int, int] = (0, 1), warm_start: bool = False, progress: bool = True) -> "SasrecEngine":
         """Train; with `val`, validate every `eval_every` epochs, stop after `patience` checks
-        without a better NDCG@10 and keep the best weights. `on_epoch(epoch, metrics)` is called
-        after each epoch (MLflow logging, progress). `strategy`: a tf.distribute strategy (Ray
-        Train's MultiWorkerMirroredStrategy) -- gradients are all-reduced across its workers;
+        without a better NDCG@10 and keep the best weights. `max_train_minutes` stops training
+        mid-epoch; it then validates once more and keeps the best weights (the current ones when
+        there is no validation set). `on_epoch(epoch, metrics)` is called after each epoch (MLflow
+        logging, progress); `progress`: a bar (terminal) or plain lines (logs) within each epoch.
+        `strategy`: a tf.distribute strategy (Ray Train's MultiWorkerMirroredStrategy) --
+        gradients are all-reduced across its workers;
         `shard=(rank, world)`: this worker trains on every world-th user from `rank`."""
         c = self.config
         indptr, items, events = train.sequences()
@@ -98,13 +106,17 @@ class SasrecEngine(Engine):
                    else keras.optimizers.Adam(c.lr))
             opt.build(net.trainable_variables)
             average = WeightAverage(net.trainable_variables, c.ema_decay) if c.ema_decay else None
-        val_hist = self._val_histories(indptr, items, events, val) if val is not None else None
+        val_hist = (self._val_histories(indptr, items, events, val, c.val_users, c.seed)
+                    if val is not None else None)
+        # Item popularity for the non-uniform samplers: how often each item occurs in training.
+        sampler = (Sampler(c.sampler, self.n_items, c.negatives, np.bincount(items, minlength=self.n_items))
+                   if c.loss == "sampled" else None)
 
         replicas = getattr(strategy, "num_replicas_in_sync", 1)
 
-        def step(x, e, y, seed, denom):
+        def step(x, e, y, pos, w, seed, denom):
             with tf.GradientTape() as tape:
-                loss = sequence_loss(net, net(x, e, training=True), y, seed, c.loss, c.negatives, denom)
+                loss = sequence_loss(net, net(x, e, training=True), y, pos, w, seed, c, sampler, denom)
                 # Keras sums gradients over replicas (all-reduce); scale so the update is their mean.
                 scaled = loss / replicas
             grads = tape.gradient(scaled, net.trainable_variables)
@@ -117,8 +129,8 @@ class SasrecEngine(Engine):
             inner = tf.function(step)
 
             @tf.function
-            def train_step(x, e, y, seed, denom):
-                per = strategy.run(inner, args=(x, e, y, seed, denom))
+            def train_step(x, e, y, pos, w, seed, denom):
+                per = strategy.run(inner, args=(x, e, y, pos, w, seed, denom))
                 return strategy.reduce(tf.distribute.ReduceOp.MEAN, per, axis=None)
 
         rank, world = shard  # data parallel: each worker trains on its own share of users
@@ -132,6 +144,7 @@ class SasrecEngine(Engine):
 
         best, best_weights, bad_checks, since_decay, step_no = -1.0, None, 0, 0, 0
         started = time.perf_counter()
+        deadline = started + 60 * c.max_train_minutes if c.max_train_minutes is not None else None
         done = len(self.history) if warm_start else 0
         if warm_start and self.history:
             best = max([r["val_ndcg@10"] for r in self.history if "val_ndcg@10" in r] or [-1.0])
@@ -163,17 +176,28 @@ class SasrecEngine(Engine):
 
         self._snapshot = snapshot  # checkpoint() reads it while training runs
         for epoch in range(done + 1, c.epochs + 1):
-            t0, total, n = time.perf_counter(), 0.0, 0
-            for rows, width in length_buckets(lengths, c.batch, c.max_len, rng):
+            t0, out_of_time = time.perf_counter(), False
+            batches = length_buckets(lengths, c.batch, c.max_len, rng)
+            bar = EpochProgress(epoch, len(batches), enabled=progress)
+            for rows, width in batches:
                 step_no += 1
-                x, e, y = (tf.constant(a[rows, -width:]) for a in (inp, ev, tgt))
-                loss = train_step(x, e, y, tf.constant([c.seed, step_no], tf.int32), denom)
+                y_np = tgt[rows, -width:]
+                pos, w = real_positions(y_np)
+                x, e = tf.constant(inp[rows, -width:]), tf.constant(ev[rows, -width:])
+                loss = train_step(x, e, tf.constant(y_np), tf.constant(pos), tf.constant(w),
+                                  tf.constant([c.seed, step_no], tf.int32), denom)
                 if average is not None:
                     average.update()
-                total, n = total + float(loss) * denom.numpy() / max((y.numpy() > 0).sum(), 1), n + 1
-            rec = {"epoch": epoch, "loss": total / max(n, 1), "epoch_seconds": time.perf_counter() - t0,
-                   "lr": _value(opt.learning_rate)}
-            if val_hist is not None and (epoch % c.eval_every == 0 or epoch == c.epochs):
+                bar.update(float(loss) * float(denom) / max(float(w.sum()), 1.0))  # mean loss per real target
+                if deadline is not None and time.perf_counter() > deadline:
+                    out_of_time = True  # the budget holds within an epoch too
+                    break
+            bar.close()
+            rec = {"epoch": epoch, "loss": bar.loss_sum / max(bar.done, 1), "epoch_seconds": time.perf_counter() - t0,
+                   "lr": _value(opt.learning_rate), "steps": bar.done, "steps_per_epoch": len(batches)}
+            if out_of_time and bar.done < len(batches):
+                rec["stopped_mid_epoch"] = True
+            if val_hist is not None and (epoch % c.eval_every == 0 or epoch == c.epochs or out_of_time):
                 val, weights = self._evaluate(*val_hist), None
                 if average is not None:
                     # Validate the averaged weights too; `val_*` are the metrics of the better one.
@@ -196,7 +220,7 @@ class SasrecEngine(Engine):
                 on_epoch(epoch, rec)
             if val_hist is not None and bad_checks >= c.patience:
                 break
-            if c.max_train_minutes is not None and time.perf_counter() - started > 60 * c.max_train_minutes:
+            if out_of_time or (deadline is not None and time.perf_counter() > deadline):
                 break
         self._train_state, self._snapshot = self._snapshot(), None
         if best_weights is not None:
@@ -264,7 +288,8 @@ class SasrecEngine(Engine):
         if engine._train_state is not None and config.lr != engine.config.lr:
             # The optimizer state holds the lr (and any decay applied to it); a new one would be ignored.
             raise ValueError(f"sasrec: lr {config.lr} for an exact resume of {folder}, which trains at "
-                             f"{engine.config.lr}: keep its lr, or delete {TRAIN_STATE}/ to continue with a fresh optimizer")
+                             f"{engine.config.lr}: keep its lr, or delete {TRAIN_STATE}/ to continue with a fresh "
+                             "optimizer")
         engine.config = dataclasses.replace(engine.config, **{k: getattr(config, k) for k in SCHEDULE_FIELDS})
         return engine
 
@@ -279,9 +304,14 @@ class SasrecEngine(Engine):
         self._train_state = {**meta, **groups, "average": groups["average"] or None}
 
     @staticmethod
-    def _val_histories(indptr, items, events, val: Interactions):
+    def _val_histories(indptr, items, events, val: Interactions, limit: int | None = None, seed: int = 0):
+        """(train histories, validation targets) of the validation users -- a fixed random sample
+        of `limit` of them when there are more: the same users at every check, so checks compare."""
         f = val.frame
         users, targets = f["uidx"].to_numpy(), f["iidx"].to_numpy()
+        if limit is not None and len(users) > limit:
+            keep = np.sort(np.random.default_rng(seed).choice(len(users), limit, replace=False))
+            users, targets = users[keep], targets[keep]
         hist = HistoryBatch([items[indptr[u]:indptr[u + 1]] for u in users],
                             [events[indptr[u]:indptr[u + 1]] for u in users], users)
         return hist, targets
@@ -318,37 +348,6 @@ def _value(variable, array: bool = False):
     return value if array else float(value)
 
 
-class WeightAverage:
-    """Exponential moving average of trainable weights (Polyak averaging): after every step
-    `shadow = decay * shadow + (1 - decay) * weights`. Training goes on with the raw weights; the
-    average is swapped in only to be validated (and kept, when it validates better)."""
-
-    def __init__(self, variables, decay: float):
-        self.variables, self.decay = list(variables), decay
-        self.shadow = [tf.Variable(v, trainable=False, name="ema_" + v.name.replace("/", "_").replace(":", "_"))
-                       for v in self.variables]
-        self._update = tf.function(self._update_fn)
-
-    def _update_fn(self):
-        for s, v in zip(self.shadow, self.variables):
-            s.assign(self.decay * s + (1.0 - self.decay) * tf.convert_to_tensor(v))
-
-    def update(self) -> None:
-        self._update()
-
-    @contextlib.contextmanager
-    def applied(self):
-        """Inside the block the model holds the averaged weights; the raw ones come back after it."""
-        raw = [v.numpy() for v in self.variables]
-        for s, v in zip(self.shadow, self.variables):
-            v.assign(s)
-        try:
-            yield
-        finally:
-            for v, r in zip(self.variables, raw):
-                v.assign(r)
-
-
 def length_buckets(lengths: np.ndarray, batch: int, max_len: int, rng: np.random.Generator,
                    pool: int = 16, step: int = 40):
     """One epoch of (row indices, window width) batches: users shuffled, then sorted by length
@@ -377,7 +376,8 @@ def export_tflite(engine: SasrecEngine, path: str | Path) -> Path:
     archive.track(net)
     archive.add_endpoint(
         "serving_default", lambda items, events: net.last_scores(items, events),
-        input_signature=[tf.TensorSpec([None, None], tf.int32, "items"), tf.TensorSpec([None, None], tf.int32, "events")])
+        input_signature=[tf.TensorSpec([None, None], tf.int32, "items"),
+                         tf.TensorSpec([None, None], tf.int32, "events")])
     with tempfile.TemporaryDirectory() as tmp:
         archive.write_out(tmp, verbose=False)
         flatbuffer = tf.lite.TFLiteConverter.from_saved_model(tmp).convert()

@@ -1,12 +1,14 @@
 """SASRec: self-attentive sequential recommendation (Kang & McAuley, ICDM 2018), in Keras 3 / TF.
 
 A causal Transformer encoder reads a user's last `max_len` items (plus, optionally, their event
-types) and predicts the next item at every position. Loss is selectable:
+types) and predicts the next item at every position. Loss is selectable (losses.py):
 - "ce": full softmax cross-entropy over the whole catalog -- "SASRec+" of Klenitskiy & Vasilev,
   "Turning Dross Into Gold Loss: is BERT4Rec really better than SASRec?" (RecSys 2023), the
   strongest published variant (ML-1M full ranking HR@10 0.3152, NDCG@10 0.1821);
-- "sampled": sampled softmax over `negatives` uniform negatives shared by the batch;
+- "sampled": sampled softmax over shared negatives (uniform, popularity, in-batch, mixed), log-Q corrected;
+- "gbce": gSASRec's generalized BCE (Petrov & Macdonald, RecSys 2023);
 - "bce": the paper's binary cross-entropy with one random negative per position.
+Every loss scores only the real (non-padding) target positions.
 
 Item ids are shifted by one inside the network: row 0 of the item table is padding. Sequences are
 left-padded and positions count from the *end* (the newest item is position 0), so a history scores
@@ -23,6 +25,7 @@ import tensorflow as tf
 
 from models.sasrec.config import SasrecConfig
 from models.sasrec.inputs import pad_histories  # noqa: F401  (re-exported)
+from models.sasrec.losses import Sampler, bce, gbce, sampled_softmax, softmax_ce
 
 
 class CausalSelfAttentionBlock(keras.layers.Layer):
@@ -129,28 +132,27 @@ def training_windows(indptr: np.ndarray, items: np.ndarray, events: np.ndarray, 
     return inp, ev, tgt
 
 
-def sequence_loss(net: SasrecNetwork, h, targets, seed, loss: str, negatives: int, denom=None):
-    """Loss summed over real target positions / `denom` (default: their count).
-    h [B, L, D]; targets [B, L] shifted ids (0 = pad)."""
-    table = tf.cast(net.item_emb.embeddings, h.dtype)                      # [N+1, D]
-    valid = tf.cast(targets > 0, tf.float32)                               # [B, L]
-    n = net.n_items
-    if loss == "ce":
-        logits = tf.cast(tf.einsum("bld,nd->bln", h, table), tf.float32)   # [B, L, N+1]
-        pad_col = tf.one_hot(0, n + 1, on_value=-1e9, off_value=0.0, dtype=logits.dtype)
-        per = tf.nn.sparse_softmax_cross_entropy_with_logits(targets, logits + pad_col)
-    elif loss == "sampled":
-        negs = tf.random.stateless_uniform([negatives], seed, 1, n + 1, tf.int32)  # [K]
-        pos = tf.reduce_sum(h * tf.gather(table, targets), -1, keepdims=True)       # [B, L, 1]
-        neg = tf.einsum("bld,kd->blk", h, tf.gather(table, negs))                   # [B, L, K]
-        neg = tf.where(negs[None, None, :] == targets[..., None], tf.cast(-1e9, neg.dtype), neg)
-        logits = tf.cast(tf.concat([pos, neg], -1), tf.float32)                     # [B, L, 1+K]
-        per = tf.nn.sparse_softmax_cross_entropy_with_logits(tf.zeros_like(targets), logits)
-    else:  # bce, one negative per position
-        negs = tf.random.stateless_uniform(tf.shape(targets), seed, 1, n + 1, tf.int32)
-        pos = tf.reduce_sum(h * tf.gather(table, targets), -1)
-        neg = tf.reduce_sum(h * tf.gather(table, negs), -1)
-        pos, neg = tf.cast(pos, tf.float32), tf.cast(neg, tf.float32)
-        per = tf.nn.softplus(-pos) + tf.nn.softplus(neg)                   # -log s(pos) - log(1-s(neg))
-    denom = tf.maximum(tf.reduce_sum(valid), 1.0) if denom is None else denom
-    return tf.reduce_sum(per * valid) / denom
+def sequence_loss(net: SasrecNetwork, h, targets, positions, weights, seed, config: SasrecConfig,
+                  sampler: Sampler | None = None, denom=None):
+    """Loss summed over real target positions / `denom` (default: their count). h [B, L, D];
+    targets [B, L] shifted ids (0 = pad); positions, weights [M]: `real_positions(targets)` --
+    only those rows are scored against the catalog (see losses.py)."""
+    d = net.config.hidden
+    hv = tf.gather(tf.reshape(h, [-1, d]), positions)                         # [M, D]
+    tv = tf.maximum(tf.gather(tf.reshape(targets, [-1]), positions), 1)       # [M]; padding rows -> any real id
+    weights = tf.cast(weights, tf.float32)
+    table = tf.identity(tf.cast(net.item_emb.embeddings, h.dtype))            # [N+1, D], a tensor
+    n, c = net.n_items, config
+    if c.loss == "ce":
+        total = softmax_ce(hv, table, tv, weights)
+    else:
+        if c.loss == "sampled":
+            per = sampled_softmax(hv, table, tv, weights, sampler or Sampler("uniform", n, c.negatives), seed,
+                                  c.logq_correction)
+        elif c.loss == "gbce":
+            per = gbce(hv, table, tv, seed, c.negatives, n, c.gbce_t)
+        else:
+            per = bce(hv, table, tv, seed, n)
+        total = tf.reduce_sum(per * weights)
+    denom = tf.maximum(tf.reduce_sum(weights), 1.0) if denom is None else denom
+    return total / denom

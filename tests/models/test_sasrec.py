@@ -85,11 +85,53 @@ def test_batched_scores_equal_one_by_one(trained):
         np.testing.assert_allclose(trained.score(HistoryBatch.of([h]))[0], together[i], atol=1e-5)
 
 
-@pytest.mark.parametrize("loss", ["sampled", "bce"])
-def test_other_losses_train(data, loss):
-    eng = SasrecEngine(tiny_config(loss=loss, negatives=8, epochs=3), data.catalog).fit(data.train)
+@pytest.mark.parametrize("loss, sampler", [("sampled", "uniform"), ("sampled", "popularity"), ("sampled", "mixed"),
+                                           ("gbce", "uniform"), ("bce", "uniform")])
+def test_other_losses_train(data, loss, sampler):
+    eng = SasrecEngine(tiny_config(loss=loss, sampler=sampler, negatives=8, epochs=3), data.catalog).fit(data.train)
     losses = [r["loss"] for r in eng.history]
     assert all(np.isfinite(losses)) and losses[-1] < losses[0]
+
+
+def test_budget_stops_training_mid_epoch_and_validates_at_the_stop(data):
+    cfg = tiny_config(batch=8, epochs=50, max_train_minutes=1e-6)     # spent by the first step
+    eng = SasrecEngine(cfg, data.catalog).fit(data.train, data.interactions.select(VAL), progress=False)
+    (rec,) = eng.history
+    assert rec["steps"] == 1 < rec["steps_per_epoch"] and rec["stopped_mid_epoch"]
+    assert "val_ndcg@10" in rec and eng.best_val_ndcg == rec["val_ndcg@10"]   # validated once at the stop
+    # Without a validation set the weights training reached are kept.
+    alone = SasrecEngine(cfg, data.catalog).fit(data.train, progress=False)
+    assert alone.history[0]["steps"] == 1 and np.isfinite(alone.score(HistoryBatch.of([[1, 2]]))).all()
+
+
+def test_validation_uses_a_fixed_random_sample_of_users(data):
+    indptr, items, events = data.train.sequences()
+    val = data.interactions.select(VAL)
+    everyone, _ = SasrecEngine._val_histories(indptr, items, events, val)
+    a, ta = SasrecEngine._val_histories(indptr, items, events, val, limit=10, seed=3)
+    b, tb = SasrecEngine._val_histories(indptr, items, events, val, limit=10, seed=3)
+    assert len(a) == 10 < len(everyone) and np.array_equal(a.users, b.users) and np.array_equal(ta, tb)
+    assert set(a.users) <= set(everyone.users) and not np.array_equal(a.users, everyone.users[:10])
+    with pytest.raises(ValueError, match="val_users"):
+        SasrecConfig(val_users=0)
+
+
+def test_progress_prints_plain_lines_when_not_a_terminal():
+    import io
+
+    from models.sasrec.progress import EpochProgress
+
+    out = io.StringIO()  # not a TTY, like a Ray job log
+    bar = EpochProgress(3, total=4, every_s=0.0, stream=out)
+    for loss in (4.0, 2.0):
+        bar.update(loss)
+    bar.close()
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 2 and "epoch 3 step 2/4 (50%)" in lines[-1] and "loss 3.0000" in lines[-1]
+    assert "ETA" in lines[-1] and "\r" not in out.getvalue()
+    quiet = io.StringIO()
+    EpochProgress(1, total=2, every_s=30.0, stream=quiet).update(1.0)   # within 30 s of the start: no line
+    assert quiet.getvalue() == ""
 
 
 def test_save_load_round_trip_and_tflite_topk(data, trained, tmp_path):
@@ -159,6 +201,12 @@ def test_yaml_config_unknown_key_and_bad_values(tmp_path):
         load_config(SasrecConfig, None, loss="softmax")
     with pytest.raises(ValueError, match="not divisible by heads"):
         SasrecConfig(hidden=64, heads=3)
+    with pytest.raises(ValueError, match="set sampler: popularity"):
+        SasrecConfig(loss="sampled", sampler="zipf")
+    with pytest.raises(ValueError, match="gBCE's calibration assumes uniform"):
+        SasrecConfig(loss="gbce", sampler="popularity")
+    with pytest.raises(ValueError, match="gbce_t"):
+        SasrecConfig(loss="gbce", gbce_t=1.5)
 
 
 def test_score_before_fit_says_what_to_do(data):
@@ -197,7 +245,8 @@ def test_weight_average_tracks_the_ema_and_swaps_back():
 
 
 def test_ema_validation_keeps_the_better_of_raw_and_averaged(data):
-    eng = SasrecEngine(tiny_config(ema_decay=0.9, epochs=3), data.catalog).fit(data.train, data.interactions.select(VAL))
+    eng = SasrecEngine(tiny_config(ema_decay=0.9, epochs=3), data.catalog)
+    eng.fit(data.train, data.interactions.select(VAL))
     for rec in eng.history:
         assert rec["val_ndcg@10"] == max(rec["val_raw_ndcg@10"], rec["val_ema_ndcg@10"])
         assert rec["val_weights"] == ("ema" if rec["val_ema_ndcg@10"] > rec["val_raw_ndcg@10"] else "raw")
@@ -215,7 +264,8 @@ def test_lr_decays_after_validations_without_improvement(data):
     cfg = tiny_config(lr=1e-12, epochs=6, lr_decay_factor=0.5, lr_decay_patience=2)
     eng = SasrecEngine(cfg, data.catalog).fit(data.train, data.interactions.select(VAL))
     assert [r["lr"] / 1e-12 for r in eng.history] == pytest.approx([1, 1, 1, 0.5, 0.5, 0.25])
-    constant = SasrecEngine(tiny_config(lr=1e-12, epochs=3), data.catalog).fit(data.train, data.interactions.select(VAL))
+    constant = SasrecEngine(tiny_config(lr=1e-12, epochs=3), data.catalog)
+    constant.fit(data.train, data.interactions.select(VAL))
     assert [r["lr"] for r in constant.history] == pytest.approx([1e-12] * 3)
     for bad in ({"lr_decay_factor": 0.0}, {"lr_decay_factor": 1.5}, {"lr_decay_patience": 0}):
         with pytest.raises(ValueError, match=next(iter(bad))):

@@ -71,6 +71,15 @@ def test_bad_config_fails_before_training(home):
         train_sasrec.main(["--path", str(write_log(home)), "--config", str(tiny_yaml(home)), "--loss", "hinge"])
 
 
+def test_without_config_the_settings_are_derived_and_explained(home, capsys):
+    summary = train_sasrec.main(["--path", str(write_log(home)), "--epochs", "1", "--hidden", "16",
+                                 "--register-as", ""])
+    out = capsys.readouterr().out
+    assert "no --config: settings derived from the training data" in out
+    assert "max_len 20: 99% of training histories" in out and "loss ce" in out and "dropout 0.5" in out
+    assert "hidden=16" in out and summary["epochs"] == 1   # flags still override single fields
+
+
 def loss_curve(run_id: str) -> list[tuple[int, float]]:
     import mlflow
 
