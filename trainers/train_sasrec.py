@@ -35,6 +35,8 @@ from models.base import load_config
 from models.sasrec.config import SasrecConfig
 from recdata.dataset import VAL, prepare
 from reccore import tracking
+from trainers.common import add_data_args, load_kwargs
+from trainers.engine_job import fit_evaluate_register
 
 EXPERIMENT = "sasrec"
 OVERRIDES = {  # CLI flag -> config field (type)
@@ -46,8 +48,7 @@ OVERRIDES = {  # CLI flag -> config field (type)
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m trainers.train_sasrec", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--format", default="sasrec", help="input format: rees46, sasrec, recbole, csv")
-    p.add_argument("--path", required=True, help="data file or folder")
+    add_data_args(p)
     p.add_argument("--config", help="SasrecConfig YAML (e.g. models/sasrec/sasrec_ml1m.yaml); "
                    "default: settings derived from the data and --max-train-minutes, printed with the reasons")
     for flag, typ in OVERRIDES.items():
@@ -177,7 +178,7 @@ def fit_distributed(args, cfg: SasrecConfig, num_workers: int):
     storage = tracking.work_dir() / "ray_train"
     trainer = TensorflowTrainer(
         _worker_loop,
-        train_loop_config={"format": args.format, "path": str(Path(args.path).resolve()),
+        train_loop_config={"format": args.fmt, "path": str(Path(args.path).resolve()),
                            "cache_dir": str(tracking.work_dir() / "prepared"), "config": dataclasses.asdict(cfg),
                            "resume_from": str(Path(args.resume_from).resolve()) if args.resume_from else None},
         scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=False,
@@ -208,13 +209,13 @@ def main(argv=None) -> dict:
     from models.sasrec import SasrecEngine
     from recdata.evaluation import evaluate
 
-    ds = prepare(args.format, args.path, cache_dir=tracking.work_dir() / "prepared")
+    ds = prepare(args.fmt, args.path, cache_dir=tracking.work_dir() / "prepared", **load_kwargs(args))
     if args.config is None:
         cfg = build_config(args, ds.train)
     print(f"data: {ds.catalog.n_users} users, {ds.catalog.n_items} items, {len(ds.interactions)} interactions; "
           f"config: {cfg}", flush=True)
     with tracking.run(args.experiment, run_name=f"sasrec-{cfg.loss}") as active:
-        tracking.log_params({**{f"cfg.{k}": v for k, v in vars(cfg).items()}, "data.format": args.format,
+        tracking.log_params({**{f"cfg.{k}": v for k, v in vars(cfg).items()}, "data.format": args.fmt,
                              "data.path": str(args.path), "num_workers": args.num_workers,
                              "data.users": ds.catalog.n_users, "data.items": ds.catalog.n_items})
         t0 = time.perf_counter()
@@ -243,16 +244,16 @@ def main(argv=None) -> dict:
         print(f"trained in {train_seconds:.0f}s; best val ndcg@10 {engine.best_val_ndcg}; evaluating test", flush=True)
         test = evaluate(engine, ds, "test", max_users=args.eval_users)
         pop = evaluate(PopularityEngine(catalog=ds.catalog).fit(ds.train), ds, "test", max_users=args.eval_users)
-        tracking.log_metrics(test, prefix="test_")
-        tracking.log_metrics(pop, prefix="pop_test_")
-        tracking.log_metrics({"train_seconds": train_seconds, "epochs_run": len(engine.history)})
+        tracking.log_metrics(test, prefix=tracking.metric_prefix("test"))
+        tracking.log_metrics(pop, prefix=tracking.metric_prefix("test", "popularity"))
+        tracking.log_metrics({"fit_seconds": train_seconds})
         if engine.history:
             tracking.log_figure(learning_curve(engine.history), "learning_curve.png")
         version = tracking.log_engine(engine, registered_name=args.register_as or None, alias=args.alias)
         summary = {"run_id": active.info.run_id, "registered": args.register_as or None, "version": version,
                    "train_seconds": round(train_seconds, 1), "epochs": len(engine.history),
                    **{f"test_{k}": round(v, 5) for k, v in test.items() if k != "users"},
-                   "pop_test_ndcg@10": round(pop["ndcg@10"], 5)}
+                   "popularity_test_ndcg@10": round(pop["ndcg@10"], 5)}
     if args.register_as:
         print(f"registered models:/{args.register_as}@{args.alias} (version {version})")
     print(json.dumps(summary))
@@ -260,32 +261,24 @@ def main(argv=None) -> dict:
 
 
 def train(ds, options: dict | None = None, register: bool = True) -> dict:
-    """Fit with early stopping on validation, evaluate the test split beside popularity, log and
-    register. Needs an active MLflow run (the caller's): the pipeline's `sasrec` stage."""
+    """Fit with early stopping on validation, then the shared tail (trainers/engine_job.py): evaluate
+    beside popularity, log, register through the promotion gate. Needs an active MLflow run (the
+    caller's): the pipeline's `sasrec` stage."""
     from models.base import config_from_dict
-    from models.popularity import PopularityEngine
     from models.sasrec import SasrecEngine
-    from recdata.evaluation import evaluate
 
     cfg = config_from_dict(SasrecConfig, options, "sasrec options")
-    tracking.log_params({f"cfg.{k}": v for k, v in vars(cfg).items()})
     engine = SasrecEngine(cfg, ds.catalog)
-    t0 = time.perf_counter()
-    engine.fit(ds.train, ds.interactions.select(VAL),
-               on_epoch=lambda epoch, rec: tracking.log_metrics(
-                   {k: v for k, v in rec.items() if k != "epoch"}, step=epoch))
-    train_seconds = time.perf_counter() - t0
-    test = evaluate(engine, ds, "test")
-    pop = evaluate(PopularityEngine(catalog=ds.catalog).fit(ds.train), ds, "test")
-    tracking.log_metrics(test, prefix="test_")
-    tracking.log_metrics(pop, prefix="pop_test_")
-    tracking.log_metrics({"train_seconds": train_seconds, "epochs_run": len(engine.history)})
-    if engine.history:
-        tracking.log_figure(learning_curve(engine.history), "learning_curve.png")
-    version = tracking.log_engine(engine, "sasrec" if register else None)
-    return {"artifact": "models:/sasrec@champion" if version else None, "version": version,
-            "train_seconds": round(train_seconds, 1), "epochs": len(engine.history),
-            **{f"test_{k}": v for k, v in test.items() if k != "users"}, "pop_test_ndcg@10": pop["ndcg@10"]}
+
+    def fit() -> None:
+        engine.fit(ds.train, ds.interactions.select(VAL), on_epoch=lambda epoch, rec: tracking.log_metrics(
+            {k: v for k, v in rec.items() if k != "epoch"}, step=epoch))
+        if engine.history:
+            tracking.log_figure(learning_curve(engine.history), "learning_curve.png")
+
+    summary = fit_evaluate_register(engine, ds, "sasrec" if register else None, fit=fit,
+                                    params={f"cfg.{k}": v for k, v in vars(cfg).items()})
+    return {**summary, "epochs": len(engine.history), "train_seconds": summary["fit_seconds"]}
 
 
 if __name__ == "__main__":

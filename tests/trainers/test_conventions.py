@@ -12,7 +12,7 @@ from support import write_cyclic_log
 from trainers.train_popularity import main as train_popularity
 
 JOBS = ["trainers.train_popularity", "trainers.train_vae", "trainers.train_content", "trainers.train_dqn",
-        "trainers.evaluate", "trainers.pipeline"]
+        "trainers.train_sasrec", "trainers.evaluate", "trainers.pipeline"]
 DATA_FLAGS = ("--format", "--path", "--map", "--event-map")
 
 

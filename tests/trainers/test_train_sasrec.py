@@ -66,14 +66,15 @@ def test_bad_config_fails_before_training(home):
     bad = home / "bad.yaml"
     bad.write_text("max_len: 8\nlosss: ce\n")
     with pytest.raises(ValueError, match="losss"):
-        train_sasrec.main(["--path", str(write_log(home)), "--config", str(bad)])
+        train_sasrec.main(["--format", "sasrec", "--path", str(write_log(home)), "--config", str(bad)])
     with pytest.raises(ValueError, match="loss='hinge'"):
-        train_sasrec.main(["--path", str(write_log(home)), "--config", str(tiny_yaml(home)), "--loss", "hinge"])
+        train_sasrec.main(["--format", "sasrec", "--path", str(write_log(home)), "--config", str(tiny_yaml(home)),
+                           "--loss", "hinge"])
 
 
 def test_without_config_the_settings_are_derived_and_explained(home, capsys):
-    summary = train_sasrec.main(["--path", str(write_log(home)), "--epochs", "1", "--hidden", "16",
-                                 "--register-as", ""])
+    summary = train_sasrec.main(["--format", "sasrec", "--path", str(write_log(home)), "--epochs", "1",
+                                 "--hidden", "16", "--register-as", ""])
     out = capsys.readouterr().out
     assert "no --config: settings derived from the training data" in out
     assert "max_len 20: 99% of training histories" in out and "loss ce" in out and "dropout 0.5" in out
@@ -90,7 +91,7 @@ def loss_curve(run_id: str) -> list[tuple[int, float]]:
 def test_in_process_run_resumes_from_its_epoch_checkpoint(home, capsys):
     """1 epoch with --checkpoint-dir, then --resume-from it to 3 == 3 epochs in one run."""
     log, cfg, ckpt = write_log(home), str(tiny_yaml(home, ema_decay=0.9)), home / "ckpt"
-    common = ["--path", str(log), "--config", cfg, "--register-as", ""]
+    common = ["--format", "sasrec", "--path", str(log), "--config", cfg, "--register-as", ""]
     straight = train_sasrec.main([*common, "--epochs", "3"])
     train_sasrec.main([*common, "--epochs", "1", "--checkpoint-dir", str(ckpt)])
     resumed = train_sasrec.main([*common, "--epochs", "3", "--resume-from", str(ckpt)])
@@ -105,7 +106,8 @@ def test_in_process_run_resumes_from_its_epoch_checkpoint(home, capsys):
     (home / "other").mkdir()
     other = write_cyclic_log(home / "other", users=40, items=30, seed=2, lengths=(5, 12), name="other.txt")
     with pytest.raises(ValueError, match="another item catalog"):
-        train_sasrec.main(["--path", str(other), "--config", cfg, "--register-as", "", "--resume-from", str(ckpt)])
+        train_sasrec.main(["--format", "sasrec", "--path", str(other), "--config", cfg,
+                           "--register-as", "", "--resume-from", str(ckpt)])
 
 
 def test_ray_train_restarts_a_failed_worker_from_its_last_epoch(home, capfd, monkeypatch):
@@ -114,13 +116,13 @@ def test_ray_train_restarts_a_failed_worker_from_its_last_epoch(home, capfd, mon
     ray = pytest.importorskip("ray")
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     log, cfg = write_log(home), str(tiny_yaml(home, jit_compile=False, epochs=3))
-    straight = train_sasrec.main(["--path", str(log), "--config", cfg, "--register-as", ""])
+    straight = train_sasrec.main(["--format", "sasrec", "--path", str(log), "--config", cfg, "--register-as", ""])
     ray_tmp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # AF_UNIX socket paths must stay < 108 bytes
     ray.init(num_cpus=2, include_dashboard=False, _temp_dir=ray_tmp,
              runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).resolve().parents[2]),
                                        "RAY_AUTH_MODE": "disabled", train_sasrec.DRILL_FAIL_EPOCH: "2"}})
     try:
-        summary = train_sasrec.main(["--path", str(log), "--config", cfg, "--num-workers", "1",
+        summary = train_sasrec.main(["--format", "sasrec", "--path", str(log), "--config", cfg, "--num-workers", "1",
                                      "--cpus-per-worker", "1", "--max-failures", "1", "--register-as", "sasrec-dist"])
     finally:
         ray.shutdown()
