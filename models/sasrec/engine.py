@@ -1,17 +1,15 @@
-"""The SASRec engine: training loop with early stopping, compiled scoring, artifact + TFLite export.
+"""The SASRec engine: training loop with early stopping, compiled scoring, the artifact.
 
 Training is one XLA-compiled step per batch over fixed-shape windows (no per-example Python); the
 loss scores only the batch's real target positions (losses.py). Validation is full-ranking NDCG@10
 of the validation item from the train history, seen filtered, on a fixed sample of `val_users`.
-A wall-clock budget is checked after every step, so it holds within an epoch too.
+A wall-clock budget is checked after every step, so it holds within an epoch too. Resumable state
+lives in checkpoint.py, the TFLite export in export.py.
 """
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Callable
@@ -22,7 +20,9 @@ import tensorflow as tf
 
 from models.base import Engine
 from models.sasrec.average import WeightAverage
+from models.sasrec import checkpoint as resumable  # not `checkpoint`: a method of that name
 from models.sasrec.config import SasrecConfig
+from models.sasrec.export import TFLITE_FILE, export_tflite
 from models.sasrec.losses import Sampler, real_positions
 from models.sasrec.model import SasrecNetwork, pad_histories, sequence_loss, training_windows
 from models.sasrec.progress import EpochProgress
@@ -31,11 +31,6 @@ from recdata.schema import HistoryBatch
 from recdata.metrics import RankingEvaluator, mask_seen
 
 WEIGHTS_FILE = "sasrec.weights.h5"
-TFLITE_FILE = "model.tflite"
-TRAIN_STATE = "train_state"  # folder beside the artifact's files: what an exact resume needs
-# Config fields a continuation takes from its own run; the rest (the network) comes from the artifact.
-SCHEDULE_FIELDS = ("epochs", "max_train_minutes", "lr", "lr_decay_factor", "lr_decay_patience", "patience",
-                   "ema_decay")
 
 
 class SasrecEngine(Engine):
@@ -228,80 +223,19 @@ class SasrecEngine(Engine):
         self.best_val_ndcg = best if best >= 0 else None
         return self
 
+    # -- resumable state (models/sasrec/checkpoint.py) -----------------------------------------
     def save_training_state(self, folder: str | Path) -> Path:
-        """Write what an exact resume needs beside a saved artifact (`folder/train_state/`): the
-        weights training had reached, the optimizer's and the average's variables, the RNG and the
-        counters. `load(folder)` then `fit(..., warm_start=True)` continues as if never stopped, so a
-        long run can span preemptions or sessions. Kept out of `save`: serving never needs it, and it
-        is about 3x the weights."""
-        if self._train_state is None:
-            raise RuntimeError("sasrec: no training state; call fit() first")
-        st, out = self._train_state, Path(folder) / TRAIN_STATE
-        out.mkdir(parents=True, exist_ok=True)
-        arrays = {f"{group}_{i:04d}": a for group in ("current", "generators", "optimizer", "average")
-                  for i, a in enumerate(st[group] or [])}
-        np.savez(out / "arrays.npz", **arrays)
-        meta = {k: st[k] for k in ("rng", "step_no", "bad_checks", "since_decay", "stopped_early")}
-        meta["counts"] = {g: len(st[g] or []) for g in ("current", "generators", "optimizer", "average")}
-        (out / "state.json").write_text(json.dumps(meta))
-        return out
+        """Write `folder/train_state/` beside a saved artifact (see checkpoint.save_training_state)."""
+        return resumable.save_training_state(self, folder)
 
     def checkpoint(self, folder: str | Path) -> Path:
-        """A resumable snapshot: the artifact with the best weights so far plus `train_state/`.
-        Callable from `on_epoch` while fit() runs (per-epoch checkpoints, Ray Train's fault
-        tolerance) and after it. Skips the TFLite export: checkpoints are for training, and the
-        export is redone whenever the artifact is saved for serving."""
-        if self._snapshot is None:
-            if self.net is None:
-                raise RuntimeError("sasrec: nothing to checkpoint; call fit() first")
-            state, weights = self._train_state, self.net.get_weights()  # after fit(): the net holds the best
-        else:
-            state = self._snapshot()
-            weights = state["best"] if state["best"] is not None else state["current"]
-        # A plain copy, so that writing never touches the (possibly mirrored) variables training uses.
-        copy = SasrecEngine(self.config, self.catalog)
-        copy._build().set_weights(weights)
-        copy.history, copy._train_state, copy.export_tflite_on_save = list(self.history), state, False
-        # Written beside and swapped in, so a run killed mid-write still leaves the previous checkpoint.
-        folder = Path(folder)
-        partial, old = folder.with_name(folder.name + ".partial"), folder.with_name(folder.name + ".old")
-        shutil.rmtree(partial, ignore_errors=True)
-        copy.save(partial)
-        if state is not None:
-            copy.save_training_state(partial)
-        if folder.exists():
-            folder.rename(old)
-        partial.rename(folder)
-        shutil.rmtree(old, ignore_errors=True)
-        return folder
+        """A resumable snapshot, callable from `on_epoch` while fit() runs (see checkpoint.write)."""
+        return resumable.write(self, folder)
 
     @classmethod
     def for_continuation(cls, folder: str | Path, config: SasrecConfig, catalog=None) -> "SasrecEngine":
-        """Load an artifact or checkpoint to train further: the network (sizes, vocabulary, weights)
-        comes from the artifact, the schedule (epochs, budget, lr, patience, ...) from `config`.
-        With a `train_state/` the next `fit(..., warm_start=True)` resumes exactly. `catalog`: the
-        data about to be trained on, which must index items as the artifact does."""
-        engine = cls.load(folder)
-        if catalog is not None and not np.array_equal(engine.catalog.item_ids, catalog.item_ids):
-            raise ValueError(f"sasrec: {folder} was trained on another item catalog ({engine.n_items} items, this "
-                             f"data has {catalog.n_items}); resume it on the data it was trained on, or train afresh")
-        if engine._train_state is not None and config.lr != engine.config.lr:
-            # The optimizer state holds the lr (and any decay applied to it); a new one would be ignored.
-            raise ValueError(f"sasrec: lr {config.lr} for an exact resume of {folder}, which trains at "
-                             f"{engine.config.lr}: keep its lr, or delete {TRAIN_STATE}/ to continue with a fresh "
-                             "optimizer")
-        engine.config = dataclasses.replace(engine.config, **{k: getattr(config, k) for k in SCHEDULE_FIELDS})
-        return engine
-
-    def _load_training_state(self, folder: Path) -> None:
-        meta_file = folder / TRAIN_STATE / "state.json"
-        if not meta_file.exists():
-            self._train_state = None  # a served artifact: warm starts get a fresh optimizer
-            return
-        meta = json.loads(meta_file.read_text())
-        with np.load(folder / TRAIN_STATE / "arrays.npz") as z:
-            groups = {g: [z[f"{g}_{i:04d}"] for i in range(n)] for g, n in meta.pop("counts").items()}
-        self._train_state = {**meta, **groups, "average": groups["average"] or None}
+        """Load an artifact or checkpoint to train further (see checkpoint.for_continuation)."""
+        return resumable.for_continuation(cls.load(folder), folder, config, catalog)
 
     @staticmethod
     def _val_histories(indptr, items, events, val: Interactions, limit: int | None = None, seed: int = 0):
@@ -329,14 +263,14 @@ class SasrecEngine(Engine):
     def _save_weights(self, folder: Path) -> None:
         self.net.save_weights(folder / WEIGHTS_FILE)
         if self.export_tflite_on_save:
-            export_tflite(self, folder / TFLITE_FILE)
+            export_tflite(self.net, self.config, self.n_items, folder / TFLITE_FILE)
         (folder / "history.json").write_text(json.dumps(self.history, indent=1))
 
     def _load_weights(self, folder: Path) -> None:
         self._build().load_weights(folder / WEIGHTS_FILE)
         hist = folder / "history.json"
         self.history = json.loads(hist.read_text()) if hist.exists() else []
-        self._load_training_state(folder)
+        self._train_state = resumable.load_training_state(folder)
         vals = [r["val_ndcg@10"] for r in self.history if "val_ndcg@10" in r]
         self.best_val_ndcg = max(vals) if vals else None
 
@@ -363,27 +297,3 @@ def length_buckets(lengths: np.ndarray, batch: int, max_len: int, rng: np.random
             width = min(max_len, int(np.ceil(lengths[rows].max() / step)) * step)
             out.append((rows, width))
     return [out[i] for i in rng.permutation(len(out))]
-
-
-def export_tflite(engine: SasrecEngine, path: str | Path) -> Path:
-    """Convert the scoring function (items, events [B, T] int32, T <= max_len -> scores [B, N]) to a
-    TFLite flatbuffer. Batch and length are both dynamic (resize the interpreter's inputs): positions
-    count from the newest item, so a short history scored at its own length T equals the same
-    history left-padded to max_len, at a fraction of the cost."""
-    # Keras' own SavedModel export, then the SavedModel converter (which freezes the weights).
-    net = engine.net
-    archive = keras.export.ExportArchive()
-    archive.track(net)
-    archive.add_endpoint(
-        "serving_default", lambda items, events: net.last_scores(items, events),
-        input_signature=[tf.TensorSpec([None, None], tf.int32, "items"),
-                         tf.TensorSpec([None, None], tf.int32, "events")])
-    with tempfile.TemporaryDirectory() as tmp:
-        archive.write_out(tmp, verbose=False)
-        flatbuffer = tf.lite.TFLiteConverter.from_saved_model(tmp).convert()
-    path = Path(path)
-    path.write_bytes(flatbuffer)
-    meta = {"inputs": ["items", "events"], "max_len": engine.config.max_len, "n_items": engine.n_items,
-            "id_shift": 1, "dynamic_length": True, "config": dataclasses.asdict(engine.config)}
-    (path.parent / "tflite.json").write_text(json.dumps(meta, indent=1))
-    return path
