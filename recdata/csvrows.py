@@ -15,7 +15,7 @@ from recdata.schema import EVENT_NAMES, BadRowReport, DataError, EventType
 # ---------------------------------------------------------------------------------------------------
 # CSV reading with exact line numbers
 # ---------------------------------------------------------------------------------------------------
-class _LineTracker:
+class LineTracker:
     """Maps a data row's position to its line in the file, given the lines pandas skipped as
     malformed (wrong field count). Blank lines are *not* skipped (skip_blank_lines=False) so that
     they surface as bad rows instead of vanishing."""
@@ -30,8 +30,8 @@ class _LineTracker:
         return row_positions + 2 + np.searchsorted(good_before, row_positions, side="right")
 
 
-def _read_csv_chunks(
-    path: Path, chunksize: int, report: BadRowReport, tracker: _LineTracker, **kw
+def read_csv_chunks(
+    path: Path, chunksize: int, report: BadRowReport, tracker: LineTracker, **kw
 ) -> Iterator[pd.DataFrame]:
     try:
         reader = pd.read_csv(
@@ -57,7 +57,7 @@ def _read_csv_chunks(
         raise DataError(f"cannot read {path}: {e}") from e
 
 
-def _check_columns(path: Path, have, need, fmt: str) -> None:
+def check_columns(path: Path, have, need, fmt: str) -> None:
     missing = [c for c in need if c not in have]
     if missing:
         raise DataError(
@@ -66,7 +66,7 @@ def _check_columns(path: Path, have, need, fmt: str) -> None:
         )
 
 
-class _RowValidator:
+class RowValidator:
     """Collects per-row failure reasons for one chunk; a row is reported under its first failure."""
 
     def __init__(self, n: int, lines: np.ndarray, report: BadRowReport) -> None:
@@ -81,25 +81,25 @@ class _RowValidator:
             self.ok &= ~newly
 
 
-def _to_int(s: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+def to_int(s: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     """Parse ids as int64; returns (values, bad mask). Empty strings and non-integers are bad."""
     v = pd.to_numeric(s, errors="coerce")
     bad = v.isna().to_numpy() | (v.to_numpy(dtype=np.float64, na_value=np.nan) % 1 != 0)
     return np.nan_to_num(v.to_numpy(dtype=np.float64, na_value=0)).astype(np.int64), bad
 
 
-def _to_float(s: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+def to_float(s: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     v = pd.to_numeric(s, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
     return v, ~np.isfinite(v)
 
 
-def _unix_seconds(dt: pd.Series) -> np.ndarray:
+def unix_seconds(dt: pd.Series) -> np.ndarray:
     """Datetimes -> int64 unix seconds whatever the resolution (pandas 3 parses to microseconds,
     pandas 2 to nanoseconds, so `astype("int64")` alone means different units)."""
     return dt.dt.as_unit("s").astype("int64").to_numpy()
 
 
-def _event_codes(s: pd.Series, event_map: dict[str, str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+def event_codes(s: pd.Series, event_map: dict[str, str] | None = None) -> tuple[np.ndarray, np.ndarray]:
     names = s.str.strip().str.lower()
     if event_map:
         names = names.map(lambda x: event_map.get(x, x))

@@ -14,14 +14,14 @@ import pandas as pd
 
 from reccore.progress import Progress
 from recdata.csvrows import (
-    _check_columns,
-    _event_codes,
-    _LineTracker,
-    _read_csv_chunks,
-    _RowValidator,
-    _to_float,
-    _to_int,
-    _unix_seconds,
+    check_columns,
+    event_codes,
+    LineTracker,
+    read_csv_chunks,
+    RowValidator,
+    to_float,
+    to_int,
+    unix_seconds,
 )
 from recdata.schema import BadRowReport, DataError, EventLog, EventWeights, make_events
 
@@ -51,31 +51,31 @@ def load_rees46(
     bar = Progress(None, desc=f"read {Path(path).name}", unit="row")  # a line every 30 s; silent when quick
     for f in files:
         header = _header(f)
-        _check_columns(f, header, REES46_COLUMNS, "rees46")
-        tracker = _LineTracker()
+        check_columns(f, header, REES46_COLUMNS, "rees46")
+        tracker = LineTracker()
         file_report = BadRowReport()
         pos = 0
         # No usecols: with it pandas silently truncates rows that have extra fields.
-        for chunk in _read_csv_chunks(f, chunksize, file_report, tracker):
+        for chunk in read_csv_chunks(f, chunksize, file_report, tracker):
             n = len(chunk)
             bar.update(n, file=f.name)
             lines = tracker.lines_of(np.arange(pos, pos + n, dtype=np.int64))
             pos += n
-            v = _RowValidator(n, lines, file_report)
+            v = RowValidator(n, lines, file_report)
             ts = pd.to_datetime(chunk["event_time"], format="%Y-%m-%d %H:%M:%S UTC", errors="coerce", utc=True)
             v.fail("missing or bad event_time", ts.isna().to_numpy())
-            ev, bad = _event_codes(chunk["event_type"])
+            ev, bad = event_codes(chunk["event_type"])
             v.fail("unknown event_type", bad)
-            item, bad = _to_int(chunk["product_id"])
+            item, bad = to_int(chunk["product_id"])
             v.fail("missing or bad product_id", bad)
-            user, bad = _to_int(chunk["user_id"])
+            user, bad = to_int(chunk["user_id"])
             v.fail("missing or bad user_id", bad)
-            price, bad = _to_float(chunk["price"])
+            price, bad = to_float(chunk["price"])
             v.fail("missing or bad price", bad | (price < 0))
             ok = v.ok
             parts["user"].append(user[ok])
             parts["item"].append(item[ok])
-            parts["ts"].append(_unix_seconds(ts[ok]))
+            parts["ts"].append(unix_seconds(ts[ok]))
             parts["event"].append(ev[ok])
             parts["session"].append(pd.util.hash_array(chunk["user_session"].to_numpy()[ok]).view(np.int64))
             item_parts.append(
@@ -156,11 +156,11 @@ def load_sasrec(path: str | Path, weights: EventWeights | None = None) -> EventL
     except (OSError, UnicodeDecodeError, pd.errors.ParserError) as e:
         raise DataError(f"cannot read {path} as `user item` lines: {e}") from e
     lines = np.arange(1, len(raw) + 1)  # no header in this format
-    v = _RowValidator(len(raw), lines, report)
+    v = RowValidator(len(raw), lines, report)
     v.fail("extra fields (expected `user item`)", (raw["extra"] != "").to_numpy())
-    user, bad = _to_int(raw["user"])
+    user, bad = to_int(raw["user"])
     v.fail("missing or bad user id", bad)
-    item, bad = _to_int(raw["item"])
+    item, bad = to_int(raw["item"])
     v.fail("missing or bad item id", bad)
     user, item = user[v.ok], item[v.ok]
     # No clock in this format: the position in the user's sequence is the order.
@@ -192,18 +192,18 @@ def load_recbole(path: str | Path, weights: EventWeights | None = None) -> Event
     if not inter or not inter[0].exists():
         raise DataError(f"no .inter file at {path}; point --path at a RecBole dataset folder")
     inter_path = inter[0]
-    tracker, report = _LineTracker(), BadRowReport(source=str(inter_path))
-    chunks = list(_read_csv_chunks(inter_path, 1_000_000, report, tracker, sep="\t"))
+    tracker, report = LineTracker(), BadRowReport(source=str(inter_path))
+    chunks = list(read_csv_chunks(inter_path, 1_000_000, report, tracker, sep="\t"))
     raw = pd.concat(chunks, ignore_index=True) if chunks else pd.DataFrame()
     raw.columns = [c.split(":")[0] for c in raw.columns]
-    _check_columns(inter_path, raw.columns, ("user_id", "item_id"), "recbole")
-    v = _RowValidator(len(raw), tracker.lines_of(np.arange(len(raw))), report)
-    user, bad = _to_int(raw["user_id"])
+    check_columns(inter_path, raw.columns, ("user_id", "item_id"), "recbole")
+    v = RowValidator(len(raw), tracker.lines_of(np.arange(len(raw))), report)
+    user, bad = to_int(raw["user_id"])
     v.fail("missing or bad user_id", bad)
-    item, bad = _to_int(raw["item_id"])
+    item, bad = to_int(raw["item_id"])
     v.fail("missing or bad item_id", bad)
     if "timestamp" in raw.columns:
-        ts, bad = _to_float(raw["timestamp"])
+        ts, bad = to_float(raw["timestamp"])
         v.fail("missing or bad timestamp", bad)
     else:
         ts = np.arange(len(raw), dtype=np.float64)
@@ -253,19 +253,19 @@ def load_table(
         lines = np.arange(len(raw))  # parquet rows are 0-based positions, not text lines
         skipped = 0
     else:
-        tracker = _LineTracker()
-        chunks = list(_read_csv_chunks(path, 1_000_000, report, tracker))
+        tracker = LineTracker()
+        chunks = list(read_csv_chunks(path, 1_000_000, report, tracker))
         raw = pd.concat(chunks, ignore_index=True) if chunks else pd.DataFrame(columns=_header(path))
         lines = tracker.lines_of(np.arange(len(raw)))
         skipped = len(tracker.skipped)
     need = [mapping[k] for k in ("user", "item")] + [mapping[k] for k in ("ts", "event") if k in mapping]
-    _check_columns(path, raw.columns, need, "csv")
-    v = _RowValidator(len(raw), lines, report)
+    check_columns(path, raw.columns, need, "csv")
+    v = RowValidator(len(raw), lines, report)
     user, item = raw[mapping["user"]].str.strip(), raw[mapping["item"]].str.strip()
     v.fail("missing user id", (user == "").to_numpy())
     v.fail("missing item id", (item == "").to_numpy())
     if "event" in mapping:
-        ev, bad = _event_codes(raw[mapping["event"]], event_map)
+        ev, bad = event_codes(raw[mapping["event"]], event_map)
         v.fail("unknown event type", bad)
     else:
         ev = np.zeros(len(raw), np.int8)
@@ -276,7 +276,7 @@ def load_table(
             ts, bad = num.to_numpy(dtype=np.float64, na_value=np.nan), num.isna().to_numpy()
         else:
             dt = pd.to_datetime(col, errors="coerce", utc=True)
-            ts, bad = _unix_seconds(dt.fillna(pd.Timestamp(0, tz="UTC"))).astype(np.float64), dt.isna().to_numpy()
+            ts, bad = unix_seconds(dt.fillna(pd.Timestamp(0, tz="UTC"))).astype(np.float64), dt.isna().to_numpy()
         v.fail("missing or bad timestamp", bad)
         ts = np.nan_to_num(ts).astype(np.int64)
     else:
