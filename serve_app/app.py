@@ -39,8 +39,9 @@ from serve_app.ranking import (candidate_union, decision_body, decision_merge, m
                                unknown_history)
 from serve_app.retrieval import LocalEngine
 from serve_app.schemas import (
-    EventRequest, EventResponse, HealthResponse, ItemsRequest, ItemsResponse, RecommendedItem, RecommendRequest,
-    RecommendResponse, SimilarItem, SimilarRequest, SimilarResponse, UiExamples, VersionResponse,
+    EventBatchRequest, EventBatchResponse, EventRequest, EventResponse, HealthResponse, ItemsRequest, ItemsResponse,
+    RecommendedItem, RecommendRequest, RecommendResponse, SimilarItem, SimilarRequest, SimilarResponse, UiExamples,
+    VersionResponse,
 )
 
 logger = logging.getLogger("ray.serve")
@@ -322,6 +323,18 @@ class Recommender:
             return self._unavailable("events", t0, f"event not stored, send it again ({e})", ["sessions"])
         self._done("events", t0, 200)
         return EventResponse(session=key, length=n)
+
+    @api.post("/events/batch", response_model=EventBatchResponse,
+              responses={503: {"description": "session store down; nothing of the batch is acknowledged"}})
+    async def events_batch(self, req: EventBatchRequest):
+        """200 only once every event of the batch is in the durable event log (one write, one fsync)."""
+        t0 = time.perf_counter()
+        try:
+            done = await self._events_many(req.events)
+        except Exception as e:
+            return self._unavailable("events_batch", t0, f"batch not stored, send it again ({e})", ["sessions"])
+        self._done("events_batch", t0, 200)
+        return EventBatchResponse(stored=len(done), sessions=[EventResponse(session=k, length=n) for k, n in done])
 
     async def _events_many(self, reqs: list[EventRequest]) -> list[tuple[str, int]]:
         local = next((self.retrieval[r] for r in self.local_roles), None)  # a catalog without a hop

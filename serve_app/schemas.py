@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 MAX_HISTORY = 1000   # items accepted in one request (the engines read the newest `history_window`)
 MAX_K = 100
 MAX_EXCLUDE = 1000
+MAX_EVENT_BATCH = 1000  # events in one POST /events/batch
 
 ItemId = Union[StrictInt, str]
 EventName = Literal["view", "cart", "purchase"]
@@ -133,6 +134,22 @@ class EventRequest(BaseModel):
 class EventResponse(BaseModel):
     session: str
     length: int = Field(description="events now held for this session")
+
+
+class EventBatchRequest(BaseModel):
+    """Many events in one request, for collectors that forward a page's or an app's events together.
+    All or nothing: one invalid event refuses the whole batch (422 naming its index), so a client
+    that retries the batch never stores half of it twice."""
+    model_config = ConfigDict(json_schema_extra={"examples": [{"events": [
+        {"user_id": "user_123", "item": 101, "event": "view"},
+        {"user_id": "user_123", "item": 101, "event": "cart"}]}]})
+
+    events: list[EventRequest] = Field(min_length=1, max_length=MAX_EVENT_BATCH)
+
+
+class EventBatchResponse(BaseModel):
+    stored: int = Field(description="events written to the durable event log (all of the batch)")
+    sessions: list[EventResponse] = Field(description="per event, in order: its session and that session's length")
 
 
 class HealthResponse(BaseModel):

@@ -1,4 +1,5 @@
-"""Train the SASRec sequence engine, log it to MLflow and register it (`sasrec@champion`).
+"""Train the SASRec sequence engine, log it to MLflow and register it through the promotion gate
+(`sasrec@champion` if it beats the champion on this validation split, else `@challenger`).
 
     python -m trainers.train_sasrec --format sasrec --path ../shared/data/ml-1m \
         --config models/sasrec/sasrec_ml1m.yaml [--epochs N] [--num-workers N]
@@ -35,6 +36,7 @@ from models.base import load_config
 from models.sasrec.config import SasrecConfig
 from recdata.dataset import VAL, prepare
 from reccore import tracking
+from trainers import gate
 from trainers.common import add_data_args, load_kwargs
 from trainers.engine_job import fit_evaluate_register
 
@@ -65,7 +67,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--checkpoint-dir", help="in-process runs: write a resumable checkpoint here after every epoch")
     p.add_argument("--experiment", default=EXPERIMENT, help="MLflow experiment")
     p.add_argument("--register-as", default="sasrec", help="registered model name ('' = do not register)")
-    p.add_argument("--alias", default="champion", help="registry alias for the new version")
+    p.add_argument("--alias", default="champion", help="registry alias for the new version; "
+                   "'champion' goes through the promotion gate (trainers/gate.py), any other alias is set as is")
     p.add_argument("--eval-users", type=int, help="evaluate the test split on the first N users only")
     return p.parse_args(argv)
 
@@ -249,7 +252,11 @@ def main(argv=None) -> dict:
         tracking.log_metrics({"fit_seconds": train_seconds})
         if engine.history:
             tracking.log_figure(learning_curve(engine.history), "learning_curve.png")
-        version = tracking.log_engine(engine, registered_name=args.register_as or None, alias=args.alias)
+        if args.register_as and args.alias == "champion":  # the promotion gate decides champion or challenger
+            val = evaluate(engine, ds, "val", max_users=args.eval_users)
+            version, args.alias = gate.register_gated(engine, ds, args.register_as, val)
+        else:
+            version = tracking.log_engine(engine, registered_name=args.register_as or None, alias=args.alias)
         summary = {"run_id": active.info.run_id, "registered": args.register_as or None, "version": version,
                    "train_seconds": round(train_seconds, 1), "epochs": len(engine.history),
                    **{f"test_{k}": round(v, 5) for k, v in test.items() if k != "users"},

@@ -100,6 +100,25 @@ def test_events_are_logged_and_survive_a_sessions_restart(served):
         assert rec["history_used"] == 4 and not {101, 102, 103, 104} & {x["item"] for x in rec["items"]}
 
 
+def test_an_event_batch_is_stored_whole_or_not_at_all(served):
+    url, events_dir = served["url"], served["events_dir"]
+    with httpx.Client(base_url=url, timeout=30) as c:
+        before = len(_stored(events_dir))
+        bad = c.post("/events/batch", json={"events": [{"session_id": "b1", "item": 101},
+                                                       {"session_id": "b1", "item": 102, "event": "like"}]})
+        assert bad.status_code == 422 and "events" in bad.text and len(_stored(events_dir)) == before
+        assert c.post("/events/batch", json={"events": []}).status_code == 422
+        r = c.post("/events/batch", json={"events": [{"session_id": "b1", "item": 101},
+                                                     {"session_id": "b1", "item": 102, "event": "cart"},
+                                                     {"user_id": 9, "item": 103, "event": "purchase"}]})
+        assert r.status_code == 200, r.text
+        assert r.json()["stored"] == 3
+        assert [(s["session"], s["length"]) for s in r.json()["sessions"]] == [("b1", 1), ("b1", 2), ("9", 1)]
+        log = _stored(events_dir)
+        assert log[log["user_session"] == "b1"]["product_id"].tolist() == ["101", "102"]
+        assert log[log["user_id"] == "9"]["event_type"].tolist() == ["purchase"]
+
+
 def test_a_promotion_moves_version_without_a_failed_request(served):
     from trainers.promote import promote
 

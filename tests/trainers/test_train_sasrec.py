@@ -40,6 +40,7 @@ def test_training_job_logs_and_registers_champion(home, capsys):
                                  "--config", str(tiny_yaml(home)), "--epochs", "2"])
     out = capsys.readouterr().out
     assert "epoch   1" in out and "registered models:/sasrec@champion" in out
+    assert "[gate] sasrec v1 promoted to @champion: no champion yet" in out
     assert json.loads(out.strip().splitlines()[-1])["version"] == summary["version"] == "1"
     assert summary["epochs"] == 2 and 0 <= summary["test_ndcg@10"] <= 1
 
