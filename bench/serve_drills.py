@@ -76,12 +76,12 @@ def events_throughput(base: str, users: list, items: list, seconds: float = 10.0
     asyncio.run(_post_events(base + "/events", users, items, 1.0, f"warm-{uuid.uuid4().hex[:6]}"))
     one = asyncio.run(_post_events(base + "/events", users, items, seconds, f"tput-{uuid.uuid4().hex[:6]}"))
     out = {"events_single_rps": one["rps"], "events_single_p50_ms": one["p50_ms"],
-           "events_single_p99_ms": one["p99_ms"], "events_failed": len(one["failed"]), "events_batch": batch}
+           "events_single_p99_ms": one["p99_ms"], "events_tput_failed": len(one["failed"]), "events_batch": batch}
     if batch:
         many = asyncio.run(_post_events(base + "/events", users, items, seconds, f"tput-{uuid.uuid4().hex[:6]}",
                                         batch=batch))
         out.update(events_batch_p50_ms=many["p50_ms"], events_batch_p99_ms=many["p99_ms"],
-                   events_failed=out["events_failed"] + len(many["failed"]))
+                   events_tput_failed=out["events_tput_failed"] + len(many["failed"]))
     out["events_rps"] = many["rps"] if batch else one["rps"]
     return out
 
