@@ -74,7 +74,9 @@ def evaluate(
                 keep = max_users - done
                 batch = HistoryBatch(batch.items[:keep], batch.events[:keep], batch.users[:keep])
                 targets = targets[:keep]
-            scores = np.array(engine.score(batch), dtype=np.float64)
+            # order="C": a broadcast score (popularity) would otherwise copy column-major, and every row-wise
+            # pass below (partition, nonzero, the rank counts) would stride across memory.
+            scores = np.array(engine.score(batch), dtype=np.float64, order="C")
             done += len(batch)
             bar.update(len(batch))
             # An engine's own scores must all be finite (-inf too: only the seen-item mask may set it).

@@ -73,28 +73,38 @@ def _ranks(scores: np.ndarray, t: np.ndarray) -> np.ndarray:
     return (scores >= ts).sum(axis=1) - 1
 
 
+TOP_K_BLOCK = 32  # columns per group when bounding the k-th best score (top_k)
+
+
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     """Indices of the k best items per row, best first, ties by item index. Items scored -inf
-    (seen / filtered) are never returned: such slots are -1. No full sort: argpartition, then only the
-    k winners are ordered; rows with a tie straddling the cut-off are re-selected by (score, index)."""
+    (seen / filtered) are never returned: such slots are -1. No full sort, and no (arg)partition over
+    the whole row, which degrades badly on the many ties of count-like scores: the k-th best of the
+    maxima of disjoint column groups bounds the row's k-th best score from below (k groups hold a score at least that
+    high), so only the few items at or above it are sorted, by (score, index)."""
     scores = np.asarray(scores)
     B, n = scores.shape
     k = min(k, n)
     if k == 0:
         return np.empty((B, 0), np.int64)
-    if k < n:
-        part = np.argpartition(scores, n - k, axis=1)[:, n - k:]                # [B, k], unordered
-        part_scores = np.take_along_axis(scores, part, axis=1)
-        kth = part_scores.min(axis=1, keepdims=True)
-        # A tie at the cut-off is ambiguous only if some item scoring kth was left out.
-        ambiguous = np.flatnonzero((scores == kth).sum(axis=1) > (part_scores == kth).sum(axis=1))
-        for b in ambiguous:
-            cand = np.flatnonzero(scores[b] >= kth[b, 0])
-            part[b] = cand[np.lexsort((cand, -scores[b, cand]))[:k]]
-        order = np.lexsort((part, -np.take_along_axis(scores, part, axis=1)), axis=1)
-        out = np.take_along_axis(part, order, axis=1)
-    else:
-        out = np.lexsort((np.broadcast_to(np.arange(n), scores.shape), -scores), axis=1)
+    full = n // TOP_K_BLOCK
+    if full >= k:
+        # Group j holds columns j, j + full, j + 2 full, ...: the max over the middle axis is an element-wise
+        # maximum of contiguous slices (vectorised), where contiguous blocks would reduce 32 values at a time.
+        block_max = scores[:, :full * TOP_K_BLOCK].reshape(B, TOP_K_BLOCK, full).max(axis=1)   # [B, full]
+        if n > full * TOP_K_BLOCK:
+            block_max = np.concatenate([block_max, scores[:, full * TOP_K_BLOCK:].max(axis=1, keepdims=True)], 1)
+        nb = block_max.shape[1]
+        bound = np.partition(block_max, nb - k, axis=1)[:, nb - k:nb - k + 1]   # [B, 1] <= the k-th best
+        rows, cols = np.divmod(np.flatnonzero(np.ascontiguousarray(scores >= bound)), n)  # >= k per row
+    else:  # a catalog of few blocks: every item is a candidate
+        rows, cols = np.divmod(np.arange(B * n), n)
+    order = np.lexsort((cols, -scores[rows, cols], rows))                        # row, best score, index
+    rows, cols = rows[order], cols[order]
+    pos = np.arange(len(rows)) - np.searchsorted(rows, rows, "left")             # place within its row
+    keep = pos < k
+    out = np.full((B, k), -1, np.int64)
+    out[rows[keep], pos[keep]] = cols[keep]
     valid = np.take_along_axis(scores, out, axis=1) > NEG_INF
     return np.where(valid, out, -1)
 

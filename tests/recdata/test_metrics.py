@@ -32,11 +32,19 @@ def test_non_finite_scores_raise(bad):
         sampled_metrics(s, np.array([0, 0]), [np.array([], np.int64)] * 2, np.random.default_rng(0), n_neg=1, k=1)
 
 
-def test_top_k_matches_a_full_sort_with_ties_and_masks():
+@pytest.mark.parametrize("n_items,levels,masked,order", [
+    (40, 6, 0.3, "C"),       # fewer column groups than k: every item a candidate
+    (1007, 6, 0.3, "C"),     # grouped bound; a ragged last group; heavy ties straddling the cut
+    (1007, 400, 0.99, "C"),  # rows with fewer than k unmasked items
+    (2048, 10**6, 0.0, "F"), # nearly distinct scores, column-major input (a copied broadcast)
+])
+def test_top_k_matches_a_full_sort_with_ties_and_masks(n_items, levels, masked, order):
     rng = np.random.default_rng(3)
-    scores = rng.integers(0, 6, size=(200, 40)).astype(float)  # many ties, some straddling the cut
-    scores[rng.random(scores.shape) < 0.3] = -np.inf
-    full = np.lexsort((np.broadcast_to(np.arange(40), scores.shape), -scores), axis=1)[:, :10]
+    scores = rng.integers(0, levels, size=(200, n_items)).astype(float)
+    scores[rng.random(scores.shape) < masked] = -np.inf
+    scores[0] = -np.inf  # a user who has seen everything
+    scores = np.asarray(scores, order=order)
+    full = np.lexsort((np.broadcast_to(np.arange(n_items), scores.shape), -scores), axis=1)[:, :10]
     full = np.where(np.take_along_axis(scores, full, axis=1) > -np.inf, full, -1)
     assert top_k(scores, 10).tolist() == full.tolist()
 
