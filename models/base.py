@@ -7,7 +7,9 @@ An engine implements four things:
     _save_weights(dir) / _load_weights(dir)   its own tensors, in a framework-native format
 
 The base class builds the rest once: `recommend` (top-k, seen-item filtering, business filters),
-`save`/`load` of a self-describing artifact (manifest.json with the engine name and config, the
+candidate retrieval over item vectors for engines whose scores are inner products (`item_vectors`,
+`query_vectors`: exact top-k on small catalogs, a FAISS HNSW index above `config.ann.min_items`,
+models/ann.py), `save`/`load` of a self-describing artifact (manifest.json with the engine name and config, the
 catalog as Parquet, the weights) -- never a pickled object, so an artifact outlives code changes
 and a Serve replica loads it without the training stack.
 """
@@ -23,6 +25,7 @@ from typing import ClassVar, Self
 
 import numpy as np
 
+from models.ann import INDEX_FILE, ItemIndex
 from reccore.config import config_from_dict, load_config
 from recdata.dataset import Catalog, Interactions
 from recdata.filters import allowed_mask
@@ -50,6 +53,8 @@ class Engine(abc.ABC):
         self.config = config if config is not None else self.config_class()
         self.catalog = catalog
         self.fit_seconds: float | None = None
+        self._index: ItemIndex | None = None        # built on first use; drop_index() after new weights
+        self._index_file: Path | None = None        # a saved index in the loaded artifact, if any
 
     # -- what each engine implements ------------------------------------------------------------
     @abc.abstractmethod
@@ -66,6 +71,15 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     def _load_weights(self, folder: Path) -> None: ...
 
+    def item_vectors(self) -> tuple[np.ndarray, np.ndarray | None] | None:
+        """(item vectors [N, d], bias [N] or None) such that score(batch) = query_vectors(batch) @ V.T + bias;
+        None (the default) for engines whose scores are not such an inner product."""
+        return None
+
+    def query_vectors(self, batch: HistoryBatch) -> np.ndarray:
+        """[B, d] query side of `item_vectors` (engines that implement item_vectors implement this)."""
+        raise NotImplementedError(f"{self.name}: no query vectors; its scores are not an inner product")
+
     # -- built once here ------------------------------------------------------------------------
     @property
     def n_items(self) -> int:
@@ -79,6 +93,34 @@ class Engine(abc.ABC):
         filter. The same function (recdata.filters) filters every engine and the serving path."""
         return allowed_mask(self.catalog, category, min_price, max_price)
 
+    @property
+    def uses_ann(self) -> bool:
+        """True when top-k goes through the HNSW index: the engine has item vectors, a config with an
+        `ann` section, and a catalog of at least `ann.min_items` items."""
+        ann = getattr(self.config, "ann", None)
+        return (ann is not None and type(self).item_vectors is not Engine.item_vectors
+                and self.n_items >= ann.min_items)
+
+    def retrieval_index(self) -> ItemIndex:
+        """The item index (exact or HNSW by catalog size), built once: read from the artifact when it
+        was saved there, else built from `item_vectors()`."""
+        if self._index is None:
+            vectors = self.item_vectors()
+            if vectors is None:
+                raise NotImplementedError(f"{self.name}: no item vectors to index")
+            self._index = ItemIndex(*vectors, config=self.config.ann, saved=self._index_file)
+        return self._index
+
+    def drop_index(self) -> None:
+        """Forget the item index (the weights changed): the next retrieval rebuilds it."""
+        self._index = None
+
+    def retrieve(self, batch: HistoryBatch, k: int, exclude: list[np.ndarray] | None = None,
+                 allowed: np.ndarray | list | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k through the item index: (indices [B, k], scores [B, k]), -1 / -inf pads. `exclude`: per-row
+        items to leave out; `allowed`: a bool [n_items] mask, or one per row (see ItemIndex.search)."""
+        return self.retrieval_index().search(self.query_vectors(batch), k, exclude, allowed)
+
     def recommend(
         self,
         batch: HistoryBatch,
@@ -89,7 +131,13 @@ class Engine(abc.ABC):
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k dense item indices and scores per history ([B, k], -1 where fewer qualify).
         `allowed`: boolean [n_items] mask from business filters (category, price...);
-        `exclude`: per-row extra items to leave out."""
+        `exclude`: per-row extra items to leave out. Above `config.ann.min_items` items, engines with item
+        vectors answer through the ANN index (models/ann.py), with the same filtering."""
+        if self.uses_ann:
+            skip = [np.concatenate([np.asarray(s, np.int64) if exclude_seen else np.empty(0, np.int64),
+                                    np.asarray(exclude[b], np.int64) if exclude is not None else np.empty(0, np.int64)])
+                    for b, s in enumerate(batch.items)]
+            return self.retrieve(batch, k, skip, allowed)
         scores = np.array(self.score(batch), dtype=np.float64)
         if exclude_seen:
             mask_seen(scores, batch.items)
@@ -126,6 +174,8 @@ class Engine(abc.ABC):
         (folder / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
         self.catalog.save(folder / "catalog")
         self._save_weights(folder)
+        if self.uses_ann and self.config.ann.save_index:  # a replica reads it instead of rebuilding
+            self.retrieval_index().save(folder / INDEX_FILE)
         return folder
 
     @classmethod
@@ -142,6 +192,7 @@ class Engine(abc.ABC):
         config = config_from_dict(engine_cls.config_class, manifest["config"], str(manifest_path))
         engine = engine_cls(config, Catalog.load(folder / "catalog"))
         engine._load_weights(folder)
+        engine._index_file = folder / INDEX_FILE
         return engine
 
 

@@ -59,6 +59,8 @@ class EngineServer:
             # Warm-up: lazy framework init off the request path (LiteRT prints its delegate on stderr).
             with logs.quiet_native_stderr():
                 self.engine.score(HistoryBatch.of([[0]]))
+                if getattr(self.engine, "uses_ann", False):  # load or build the ANN index now, not per request
+                    self.engine.retrieve(HistoryBatch.of([[0]]), 1)
             self._info.update(info, n_items=self.engine.n_items,
                               load_seconds=round(time.perf_counter() - t0, 3))
         except Exception as e:  # stay up, answer with the reason: the ingress degrades
@@ -92,8 +94,10 @@ class EngineServer:
             unknown.append([x for x, good in zip(raw, ok) if not good])
             u = r.get("user")
             users.append(int(cat.user_index([u])[0]) if u is not None and cat.n_users else -1)
-        scores = np.array(self.engine.score(HistoryBatch(hist, events, np.asarray(users, np.int64))),
-                          dtype=np.float64)                                      # [B, n_items]
+        batch = HistoryBatch(hist, events, np.asarray(users, np.int64))
+        if getattr(self.engine, "uses_ann", False):
+            return self._answer_ann(reqs, batch, unknown)
+        scores = np.array(self.engine.score(batch), dtype=np.float64)           # [B, n_items]
         scores[~np.isfinite(scores)] = NEG_INF
         for b, r in enumerate(reqs):
             if r.get("exclude_seen", True) and len(hist[b]):
@@ -110,6 +114,23 @@ class EngineServer:
         for b, r in enumerate(reqs):
             row = top[b][top[b] >= 0][: int(r.get("n", 10))]
             out.append({"items": _raw(cat, row), "scores": scores[b, row].tolist(), "unknown": unknown[b]})
+        return out
+
+    def _answer_ann(self, reqs: list[dict], batch: HistoryBatch, unknown: list) -> list[dict]:
+        """`answer` for a catalog above the engine's `ann.min_items`: top-n through its item index
+        (models/ann.py) with the same seen-item, exclude and filter rules, and no [B, n_items] matrix."""
+        cat, skip, masks = self.engine.catalog, [], []
+        for b, r in enumerate(reqs):
+            excl, _ = _known(cat, r.get("exclude"))
+            seen = batch.items[b] if r.get("exclude_seen", True) else np.empty(0, np.int64)
+            skip.append(np.concatenate([np.asarray(seen, np.int64), excl]))
+            f = r.get("filters") or {}
+            masks.append(allowed_mask(cat, f.get("category"), f.get("min_price"), f.get("max_price")))
+        top, vals = self.engine.retrieve(batch, max(int(r.get("n", 10)) for r in reqs), skip, masks)
+        out = []
+        for b, r in enumerate(reqs):
+            keep = np.flatnonzero(top[b] >= 0)[: int(r.get("n", 10))]
+            out.append({"items": _raw(cat, top[b, keep]), "scores": vals[b, keep].tolist(), "unknown": unknown[b]})
         return out
 
     def similar(self, req: dict) -> dict:

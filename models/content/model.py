@@ -7,9 +7,9 @@ as a bestseller (cold start). Three queries:
     free text -> items         `similar("red running shoes", k, ...)`
     user history -> items      `score(batch)`: recency- and event-weighted mean of the last
                                `profile_len` items' vectors, against every item (the Engine API)
-Top-k is an exact matrix product: [B, d] x [d, n_items] costs ~n_items * 384 multiply-adds per
-query, ~1 ms per 10k items; an ANN index (FAISS HNSW/IVF-PQ, ScaNN) pays off past ~1M items or when
-the [n_items, d] matrix no longer fits one replica's memory (1M x 384 float32 = 1.5 GB).
+Top-k is an exact matrix product ([B, d] x [d, n_items], ~n_items * 384 multiply-adds per query)
+below `ann.min_items` catalog items and a FAISS HNSW index above (models/ann.py; the vectors are unit
+length, so cosine is the inner product the index searches); filters and excludes apply to both.
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from models.ann import AnnConfig, ann_config
 from models.base import Engine
 from models.content.encoder import TextEncoder
 from reccore.paths import work_dir
@@ -55,9 +56,12 @@ class ContentConfig:
     """Show a progress bar while embedding."""
     torch_threads: int = 0
     """torch intra-op threads for the encoder; 0 keeps torch's default (1 is fastest on a busy box)."""
+    ann: AnnConfig = field(default_factory=AnnConfig)
+    """Top-k retrieval: exact below `ann.min_items` catalog items, a FAISS HNSW index above (models/ann.py)."""
 
     def __post_init__(self) -> None:
         self.weights = EventWeights(**self.event_weights)
+        self.ann = ann_config(self.ann)
         if self.price_buckets not in (0, 3, 5):
             raise ValueError(f"price_buckets must be 0, 3 or 5, got {self.price_buckets}")
         if self.profile_len < 1 or self.half_life <= 0:
@@ -135,6 +139,7 @@ class ContentEngine(Engine):
         self.price_edges = price_quantiles(self.catalog.items, self.config.price_buckets)
         self.texts = item_texts(self.catalog.items, self.price_edges)
         self.item_emb = self.encoder.encode(self.texts)                  # [n_items, dim]
+        self.drop_index()
         return self
 
     def embed_text(self, texts: list[str]) -> np.ndarray:
@@ -159,10 +164,16 @@ class ContentEngine(Engine):
         v = w @ self.item_emb[items]                                      # [dim]
         return (v / max(np.linalg.norm(v), 1e-12)).astype(np.float32)
 
-    def score(self, batch: HistoryBatch) -> np.ndarray:
+    def query_vectors(self, batch: HistoryBatch) -> np.ndarray:
         self._check_fitted()
-        P = np.stack([self.profile(i, e) for i, e in zip(batch.items, batch.events)])  # [B, dim]
-        return P @ self.item_emb.T                                                      # [B, n_items]
+        return np.stack([self.profile(i, e) for i, e in zip(batch.items, batch.events)])  # [B, dim]
+
+    def item_vectors(self) -> tuple[np.ndarray, None]:
+        self._check_fitted()
+        return self.item_emb, None                                                      # unit rows, no bias
+
+    def score(self, batch: HistoryBatch) -> np.ndarray:
+        return self.query_vectors(batch) @ self.item_emb.T                              # [B, n_items]
 
     def similar(self, query, k: int = 10, category: str | None = None, same_category: bool = False,
                 min_price: float | None = None, max_price: float | None = None,
@@ -189,8 +200,11 @@ class ContentEngine(Engine):
             q = np.asarray(query, np.float32)
         if same_category and (isinstance(query, str) or np.ndim(query) != 0):
             raise ValueError("same_category needs an item query; pass category=... for text or vector queries")
-        scores = (self.item_emb @ q).astype(np.float64)[None, :]          # [1, n_items]
         mask = self.allowed(category, min_price, max_price)
+        if self.uses_ann:
+            idx, sc = self.retrieval_index().search(q[None, :], k, [np.asarray(excluded, np.int64)], mask)
+            return idx[0][idx[0] >= 0], sc[0][idx[0] >= 0]
+        scores = (self.item_emb @ q).astype(np.float64)[None, :]          # [1, n_items]
         if mask is not None:
             scores[0, ~mask] = NEG_INF
         if excluded:

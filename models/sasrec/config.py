@@ -5,7 +5,9 @@ importing TensorFlow.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from models.ann import AnnConfig, ann_config
 
 LOSSES = ("ce", "sampled", "gbce", "bce")
 SAMPLERS = ("uniform", "popularity", "inbatch", "mixed")
@@ -83,8 +85,12 @@ class SasrecConfig:
     """Compile the train step with XLA."""
     seed: int = 42
     """Seed for weights, dropout, shuffling and negative sampling."""
+    ann: AnnConfig = field(default_factory=AnnConfig)
+    """Candidate retrieval: exact below `ann.min_items` catalog items, a FAISS HNSW index over the item
+    embeddings above (models/ann.py); the TFLite artifact then also holds `hidden.tflite`."""
 
     def __post_init__(self) -> None:
+        self.ann = ann_config(self.ann)
         if self.loss not in LOSSES:
             raise ValueError(f"loss={self.loss!r} is not one of {LOSSES}; set loss: ce (SASRec+), sampled or bce")
         for name in ("max_len", "blocks", "heads", "hidden", "batch", "epochs", "patience", "eval_every"):

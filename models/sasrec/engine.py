@@ -22,7 +22,7 @@ from models.base import Engine
 from models.sasrec.average import WeightAverage
 from models.sasrec import checkpoint as resumable  # not `checkpoint`: a method of that name
 from models.sasrec.config import SasrecConfig
-from models.sasrec.export import TFLITE_FILE, export_tflite
+from models.sasrec.export import HIDDEN_FILE, TFLITE_FILE, export_retrieval, export_tflite
 from models.sasrec.losses import Sampler, real_positions
 from models.sasrec.model import SasrecNetwork, pad_histories, sequence_loss, training_windows
 from models.sasrec.progress import EpochProgress
@@ -42,7 +42,7 @@ class SasrecEngine(Engine):
         self.net: SasrecNetwork | None = None
         self.history: list[dict] = []
         self.best_val_ndcg: float | None = None
-        self._score_fn = None
+        self._score_fn = self._hidden_fn = None
         self._train_state: dict | None = None  # set by fit(); saved by save_training_state()
         self._snapshot: Callable[[], dict] | None = None  # set while fit() runs
         self.export_tflite_on_save = True
@@ -54,7 +54,8 @@ class SasrecEngine(Engine):
         L = self.config.max_len
         net(tf.zeros([1, L], tf.int32), tf.zeros([1, L], tf.int32))  # create the variables
         self.net = net
-        self._score_fn = None
+        self._score_fn = self._hidden_fn = None
+        self.drop_index()  # new variables: the item index is rebuilt on next use
         return net
 
     def _scorer(self):
@@ -71,6 +72,21 @@ class SasrecEngine(Engine):
             raise RuntimeError("sasrec: call fit() or SasrecEngine.load() before score()")
         items, events = pad_histories(batch.items, batch.events, self.config.max_len)
         return self._scorer()(tf.constant(items), tf.constant(events)).numpy()  # [B, N]
+
+    # -- candidate retrieval: scores = h_last @ E[1:].T (models/ann.py) ---------------------------
+    def item_vectors(self) -> tuple[np.ndarray, None]:
+        if self.net is None:
+            raise RuntimeError("sasrec: call fit() or SasrecEngine.load() before retrieval")
+        return self.net.item_emb.embeddings.numpy()[1:], None                  # [N, D], padding row dropped
+
+    def query_vectors(self, batch: HistoryBatch) -> np.ndarray:
+        if self._hidden_fn is None:
+            net, L = self.net, self.config.max_len
+            spec = [tf.TensorSpec([None, L], tf.int32, "items"), tf.TensorSpec([None, L], tf.int32, "events")]
+            self._hidden_fn = tf.function(lambda items, events: net(items, events, training=False)[:, -1, :],
+                                          input_signature=spec, reduce_retracing=True)
+        items, events = pad_histories(batch.items, batch.events, self.config.max_len)
+        return self._hidden_fn(tf.constant(items), tf.constant(events)).numpy()  # [B, D]
 
     # -- training -------------------------------------------------------------------------------
     def fit(self, train: Interactions, val: Interactions | None = None,
@@ -221,6 +237,7 @@ class SasrecEngine(Engine):
         if best_weights is not None:
             net.set_weights(best_weights)
         self.best_val_ndcg = best if best >= 0 else None
+        self.drop_index()  # the weights kept are not the ones any index was built from
         return self
 
     # -- resumable state (models/sasrec/checkpoint.py) -----------------------------------------
@@ -264,6 +281,8 @@ class SasrecEngine(Engine):
         self.net.save_weights(folder / WEIGHTS_FILE)
         if self.export_tflite_on_save:
             export_tflite(self.net, self.config, self.n_items, folder / TFLITE_FILE)
+            if self.uses_ann:  # the LiteRT replica retrieves through the index: it needs h, not [B, N]
+                export_retrieval(self.net, folder / HIDDEN_FILE)
         (folder / "history.json").write_text(json.dumps(self.history, indent=1))
 
     def _load_weights(self, folder: Path) -> None:

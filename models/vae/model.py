@@ -23,6 +23,7 @@ from typing import Callable
 import numpy as np
 import scipy.sparse as sp
 
+from models.ann import AnnConfig, ann_config
 from models.base import Engine
 from recdata.dataset import VAL, VAL_FOLD_IN, Interactions
 from recdata.metrics import RankingEvaluator, mask_seen
@@ -67,9 +68,12 @@ class VAEConfig:
     torch_threads: int = 0
     """torch intra-op threads while training; 0 keeps torch's default. 1 is often fastest on a
     shared, oversubscribed machine (idle threads spin-wait)."""
+    ann: AnnConfig = field(default_factory=AnnConfig)
+    """Top-k retrieval: exact below `ann.min_items` catalog items, a FAISS HNSW index above (models/ann.py)."""
 
     def __post_init__(self) -> None:
         self.weights = EventWeights(**self.event_weights)  # validates, with the fix in its error
+        self.ann = ann_config(self.ann)
         if self.act_fn not in ACTIVATIONS:
             raise ValueError(f"act_fn {self.act_fn!r} not supported; use one of {ACTIVATIONS}")
         if self.recipe not in ("mult-vae", "cornac"):
@@ -154,14 +158,28 @@ class VAEEngine(Engine):
 
     def decode(self, z: np.ndarray) -> np.ndarray:
         """mu [B, latent] -> logits [B, n_items] (softmax of these is the multinomial)."""
+        W, b = self.item_vectors()
+        return self.decoder_hidden(z) @ W.T + b                        # [B, n_items]
+
+    def decoder_hidden(self, z: np.ndarray) -> np.ndarray:
+        """mu [B, latent] -> the decoder's last hidden layer [B, hidden_0]: everything but the final
+        linear layer, whose rows are the item vectors (so logits are a maximum inner product search)."""
         act, p = _activation(self.config.act_fn), self.params
-        n = len(self.config.hidden)
         h = z
-        for i in range(n + 1):
-            h = h @ p[f"decoder.fc{i}.weight"].T + p[f"decoder.fc{i}.bias"]
-            if i < n:
-                h = act(h)
+        for i in range(len(self.config.hidden)):
+            h = act(h @ p[f"decoder.fc{i}.weight"].T + p[f"decoder.fc{i}.bias"])
         return h
+
+    def item_vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        """The decoder's last linear layer: weight [n_items, hidden_0] and bias [n_items]."""
+        if self.params is None:
+            raise RuntimeError("vae: not trained; call fit() or VAEEngine.load(artifact)")
+        n = len(self.config.hidden)
+        return self.params[f"decoder.fc{n}.weight"], self.params[f"decoder.fc{n}.bias"]
+
+    def query_vectors(self, batch: HistoryBatch) -> np.ndarray:
+        """Histories -> [B, hidden_0] user vectors (fold-in), the query side of `item_vectors`."""
+        return self.decoder_hidden(self.encode(self._inputs(batch)))
 
     def score(self, batch: HistoryBatch) -> np.ndarray:
         if self.params is None:
@@ -178,6 +196,7 @@ class VAEEngine(Engine):
         for row in self.train_epochs(train, val):
             if on_epoch:
                 on_epoch(row)
+        self.drop_index()  # new weights: the item index is rebuilt on next use
         return self
 
     def train_epochs(self, train: Interactions, val: Interactions | None = None, start_epoch: int = 0):

@@ -163,7 +163,7 @@ def test_tflite_scores_short_histories_at_their_own_length(data, tmp_path):
     for lengths in ([3], [2, 5, 9], [17, 1], [40, 33], [60]):   # widths 16, 16, 32, 40, 40 (cut)
         batch = HistoryBatch.of([rng.integers(0, data.catalog.n_items, n) for n in lengths])
         np.testing.assert_allclose(lite.score(batch), eng.score(batch), atol=1e-4)
-        assert lite._batch == (len(lengths), min(40, max(16, -(-min(max(lengths), 40) // 16) * 16)))
+        assert lite.scorer.shape == (len(lengths), min(40, max(16, -(-min(max(lengths), 40) // 16) * 16)))
 
 
 def test_all_windows_keep_long_histories_older_events():
