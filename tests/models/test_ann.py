@@ -4,7 +4,6 @@ item, only items passing the business filters, and falls back to exact when a fi
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from models.ann import INDEX_FILE, AnnConfig, ItemIndex
@@ -13,30 +12,10 @@ from models.sasrec import SasrecConfig, SasrecEngine
 from models.sasrec.lite import SasrecTFLite
 from models.vae import VAEConfig, VAEEngine
 from recdata.dataset import PreparedDataset, encode, leave_one_out
-from recdata.schema import BadRowReport, EventLog, HistoryBatch, make_events
+from recdata.schema import HistoryBatch
+from support import shop_log
 
-CATEGORIES = ["shoes", "phones", "books", "toys", "garden", "audio"]
 FORCED = {"min_items": 1, "flat_cutoff": 0}  # every catalog and filter goes through HNSW
-
-
-def shop_log(n_users=120, n_items=600, per_user=12, seed=0) -> EventLog:
-    """Users browse one category in item order (a sequence to learn, a taste to fold in); items carry
-    a title, a category and a price, so the business filters have something to filter."""
-    rng = np.random.default_rng(seed)
-    cat_of = np.arange(n_items) % len(CATEGORIES)
-    u, i, t, e = [], [], [], []
-    for user in range(n_users):
-        pool = np.flatnonzero(cat_of == user % len(CATEGORIES))
-        start = rng.integers(len(pool))
-        items = pool[(start + np.arange(per_user)) % len(pool)]
-        u += [user] * per_user
-        i += list(items)
-        t += list(range(per_user))
-        e += list(rng.choice(3, per_user, p=[0.7, 0.2, 0.1]))
-    items = pd.DataFrame({"item": np.arange(n_items), "category": [CATEGORIES[c] for c in cat_of],
-                          "title": [f"{CATEGORIES[c]} item {k} model {k % 7}" for k, c in enumerate(cat_of)],
-                          "price": np.round(rng.uniform(5, 500, n_items), 2)})
-    return EventLog(make_events(np.array(u), np.array(i), t, e), items, BadRowReport(), "synthetic")
 
 
 @pytest.fixture(scope="module")
