@@ -203,6 +203,7 @@ ENGINE_MODULES = {
     "markov": "models.markov",
     "sasrec": "models.sasrec.engine",
     "vae": "models.vae",
+    "ease": "models.ease",
     "content": "models.content",
 }
 

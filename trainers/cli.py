@@ -13,7 +13,7 @@ from reccore import logs
 COMMANDS = {
     "data": ("trainers.data", "inspect, prepare or synthesize event logs (stats | prepare | synth)"),
     "evaluate": ("trainers.evaluate", "full-ranking evaluation of an engine beside popularity"),
-    "train": (None, "train one engine: recsys train <popularity|sasrec|vae|content|dqn> [options]"),
+    "train": (None, "train one engine: recsys train <popularity|sasrec|vae|ease|content|dqn> [options]"),
     "tune": ("trainers.tune", "Ray Tune sweep: recsys tune <sasrec|vae> --config tune_configs/..."),
     "pipeline": ("trainers.pipeline", "the whole training run as one Ray job"),
     "promote": ("trainers.promote", "move @champion to a version by hand (past the promotion gate, logged)"),
@@ -44,7 +44,7 @@ def app(argv: list[str] | None = None) -> int:
     module = COMMANDS[cmd][0]
     if cmd == "train":
         if not rest or rest[0].startswith("-"):
-            print("usage: recsys train <popularity|sasrec|vae|content|dqn> [options]", file=sys.stderr)
+            print("usage: recsys train <popularity|sasrec|vae|ease|content|dqn> [options]", file=sys.stderr)
             return 2
         module, rest = f"trainers.train_{rest[0]}", rest[1:]
     try:

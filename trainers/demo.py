@@ -170,7 +170,7 @@ def serve_and_ask(outputs: dict, data: Path, dashboard_url: str | None, keep_ser
     return 0 if r.status_code == 200 else 1
 
 
-RETRAIN = ("popularity", "vae")  # quick stages: the loop is the point, not another full training run
+RETRAIN = ("popularity", "vae", "ease")  # quick stages: the loop is the point, not another full training run
 
 
 def close_the_loop(httpx, url: str, log: pd.DataFrame, data: Path, outputs: dict, shoppers: int = 60) -> None:
@@ -195,9 +195,12 @@ def close_the_loop(httpx, url: str, log: pd.DataFrame, data: Path, outputs: dict
                                                  **{k: outputs_config(outputs, k) for k in RETRAIN}))
     print(f"[demo] prepared {retrained['prepare']['interactions']:,} interactions "
           f"({retrained['prepare']['bad_rows']:,} rows kept out, duplicates across inputs included)")
-    roles = {stage: role for role, stage in ROLE_STAGES.items()}
+    roles = {**{stage: role for role, stage in ROLE_STAGES.items()}, "ease": "discovery"}  # ease, vae: one model
     for stage in RETRAIN:
         out, role = retrained[stage], roles[stage]
+        if out.get("skipped"):
+            print(f"[demo] {stage} skipped: {out['skipped']}")
+            continue
         print(f"[demo] gate: {stage} v{out['version']} -> @{out['alias']} (val ndcg@10 {out['val_ndcg@10']:.4f}; "
               f"serving v{before.get(role, {}).get('registry_version', '-')})")
         if out["alias"] != "champion":

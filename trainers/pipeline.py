@@ -7,13 +7,14 @@
 Stages (each a Ray task with its CPU/GPU needs declared, so on a cluster they land where they fit):
 
     prepare ─┬─► popularity
-             ├─► vae
+             ├─► vae ──► ease   (both register `discovery`: the gate keeps the better on validation)
              ├─► content
              ├─► sasrec
              └─► dqn   (shopping simulator calibrated on the same data, then RLlib DQN)
 
 The stages after `prepare` run in parallel. Every stage logs a child MLflow run under one parent run and
-registers its artifact (`models:/<engine>@champion`). Rerunning resumes: a stage whose inputs
+registers its artifact through the promotion gate (`models:/<engine>@champion`; the discovery role's
+`models:/discovery@champion` is whichever of VAE and EASE validates better). Rerunning resumes: a stage whose inputs
 (data fingerprint, its config, its upstream outputs) are unchanged is skipped and its recorded
 outputs reused -- the record lives in `$RECSYS_HOME/pipeline/<stage>.json`.
 """
@@ -55,6 +56,9 @@ class StageSpec:
     on_dataset: bool = False
     preload: tuple[str, ...] = ()
     """Heavy frameworks the stage imports first, with their native start-up lines silenced (quiet mode)."""
+    after: tuple[str, ...] = ()
+    """Stages this one waits for when they are in the run too (an order, not an input): engines that
+    register into the same model go one at a time, so the gate compares each with the one before."""
 
 
 # The DQN stage sets RLLIB_TEST_NO_TF_IMPORT: RLlib would otherwise import TensorFlow (+1 GB, +5 s).
@@ -62,6 +66,7 @@ STAGES = (
     StageSpec("prepare", "trainers.pipeline:prepare_stage", num_cpus=1),
     StageSpec("popularity", "trainers.train_popularity:train", ("prepare",), num_cpus=0.25, on_dataset=True),
     StageSpec("vae", "trainers.train_vae:train", ("prepare",), num_cpus=1, on_dataset=True),
+    StageSpec("ease", "trainers.train_ease:train", ("prepare",), num_cpus=1, on_dataset=True, after=("vae",)),
     StageSpec("content", "trainers.train_content:train", ("prepare",), num_cpus=1, on_dataset=True),
     StageSpec("sasrec", "trainers.train_sasrec:train", ("prepare",), num_cpus=1, on_dataset=True,
               preload=("tensorflow",)),
@@ -82,6 +87,8 @@ class PipelineConfig:
     """PopularityConfig fields."""
     vae: dict = field(default_factory=dict)
     """VAE engine config fields."""
+    ease: dict = field(default_factory=dict)
+    """EASE engine config fields (models/ease: lambdas, max_items, event_weights)."""
     content: dict = field(default_factory=dict)
     """Content engine config fields."""
     sasrec: dict = field(default_factory=dict)
@@ -207,6 +214,8 @@ def run_pipeline(data: dict, config: PipelineConfig, force: bool = False, addres
     record_dir = work / "pipeline"
     record_dir.mkdir(parents=True, exist_ok=True)
     specs = _with_upstream(config.stages)
+    names = {s.name for s in specs}
+    waits = {s.name: (*s.needs, *(a for a in s.after if a in names)) for s in specs}
     if not ray.is_initialized():
         # Under `ray job submit` the job's own runtime_env applies (a second one would clash); each
         # stage gets the work dir and tracking URI through its StageContext, and quiet mode itself.
@@ -221,7 +230,7 @@ def run_pipeline(data: dict, config: PipelineConfig, force: bool = False, addres
         remaining = list(specs)
         while remaining or pending:
             wave = []  # stages submitted together, announced on one line
-            while ready := [s for s in remaining if all(n in outputs for n in s.needs)]:
+            while ready := [s for s in remaining if all(n in outputs for n in waits[s.name])]:
                 spec = ready[0]
                 remaining.remove(spec)
                 ctx = StageContext(spec.name, {**data, **outputs.get("prepare", {})}, getattr(config, spec.name, {})

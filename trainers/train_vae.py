@@ -1,5 +1,7 @@
 """Train the discovery engine (Mult-VAE through cornac's VAECF), evaluate it with full ranking beside
-popularity, log the run to MLflow and register `models:/vae@champion`.
+popularity, log the run to MLflow and register it as a version of `discovery` through the promotion gate
+(`models:/discovery@champion` if it beats the champion on validation -- which may be an EASE version:
+trainers/train_ease.py registers into the same model, so the better of the two serves discovery).
 
     python -m trainers.train_vae --format sasrec --path ../shared/data/ml-1m [--config vae.yaml]
         [--epochs 150] [--split loo|users]
@@ -19,6 +21,7 @@ from recdata.schema import DataError
 from trainers.common import add_data_args, load_kwargs, prepared_cache
 from trainers.engine_job import fit_evaluate_register
 
+REGISTERED = "discovery"  # the registered model of the discovery role, whichever engine wins it
 TABLE_KEYS = ("recall@20", "ndcg@20", "hr@10", "ndcg@10", "mrr", "coverage@20")
 
 
@@ -40,7 +43,7 @@ def train(ds, options: dict | None = None, register: bool = True) -> dict:
             engine.fit(ds.train, val_rows, on_epoch=on_epoch)
 
     val_rows = ds.interactions.select([VAL, VAL_FOLD_IN])
-    return fit_evaluate_register(engine, ds, "vae" if register else None, fit=fit,
+    return fit_evaluate_register(engine, ds, REGISTERED if register else None, fit=fit,
                                  params={k: v for k, v in vars(config).items() if k != "weights"},
                                  table_keys=TABLE_KEYS)
 

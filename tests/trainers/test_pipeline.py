@@ -43,7 +43,7 @@ def test_rerun_skips_unchanged_stages_and_reruns_changed_ones(events, recsys_hom
         assert main(args) == 0
         first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
         assert set(first) == {"prepare", "popularity", "vae"}
-        assert first["vae"]["artifact"] == "models:/vae@champion" and first["prepare"]["bad_rows"] == 0
+        assert first["vae"]["artifact"] == "models:/discovery@champion" and first["prepare"]["bad_rows"] == 0
         assert main(args) == 0
         out = capsys.readouterr().out
         assert out.count("unchanged inputs, skipped") == 3
@@ -62,3 +62,28 @@ def test_rerun_skips_unchanged_stages_and_reruns_changed_ones(events, recsys_hom
     assert len(parents) == 3
     first_children = runs[runs["tags.mlflow.parentRunId"] == parents.sort_values("start_time")["run_id"].iloc[0]]
     assert set(first_children["tags.mlflow.runName"]) == {"prepare", "popularity", "vae"}
+
+
+def test_vae_and_ease_compete_for_discovery_and_the_better_one_serves(events, recsys_home, tmp_path, capsys):
+    import ray
+
+    from reccore import tracking
+
+    cfg = tmp_path / "p.yaml"
+    cfg.write_text(yaml.safe_dump({"stages": ["vae", "ease"], "ease": {"lambdas": [30.0, 300.0]},
+                                   "vae": {"epochs": 2, "eval_every": 1, "hidden": [16], "latent": 8}}))
+    ray.init(num_cpus=2, include_dashboard=False)
+    try:
+        assert main(["--format", "rees46", "--path", str(events), "--config", str(cfg)]) == 0
+    finally:
+        ray.shutdown()
+    lines = capsys.readouterr().out.strip().splitlines()
+    out = json.loads(lines[-1])
+    # `ease` waits for `vae` (same registered model), so the gate compared them in that order.
+    waves = [ln.split("submitted: ")[1] for ln in lines if ln.startswith("[pipeline] submitted")]
+    assert waves == ["prepare (1 CPU)", "vae (1 CPU)", "ease (1 CPU)"]
+    vae, ease = out["vae"], out["ease"]
+    assert (vae["version"], vae["alias"]) == ("1", "champion")   # no champion yet
+    winner = "ease" if ease["val_ndcg@10"] > vae["val_ndcg@10"] else "vae"
+    assert ease["alias"] == ("champion" if winner == "ease" else "challenger")
+    assert tracking.model_version("discovery", "champion") == out[winner]["version"]

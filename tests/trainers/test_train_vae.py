@@ -1,5 +1,5 @@
 """`python -m trainers.train_vae` end to end on a tiny CSV: trains, evaluates, logs to a tmp MLflow
-store, registers `vae@champion`, and the registered artifact scores a brand-new user."""
+store, registers `discovery@champion`, and the registered artifact scores a brand-new user."""
 from __future__ import annotations
 
 import numpy as np
@@ -32,8 +32,8 @@ def test_train_vae_registers_champion(recsys_home, tmp_path, capsys):
     assert main(["--format", "csv", "--path", str(csv), *MAP, "--config", str(cfg), "--epochs", "4"]) == 0
     out = capsys.readouterr().out
     assert "recall@20" in out and "popularity" in out
-    assert tracking.model_version("vae") == "1"
-    engine = Engine.load(tracking.resolve_artifact("models:/vae@champion", tmp_path / "dl"))
+    assert tracking.model_version("discovery") == "1"
+    engine = Engine.load(tracking.resolve_artifact("models:/discovery@champion", tmp_path / "dl"))
     assert engine.name == "vae" and engine.config.event_weights["purchase"] == 4.0
     items = engine.catalog.item_index([100, 101, 102])
     scores = engine.score(HistoryBatch.of([items], [[0, 1, 2]], users=[-1]))

@@ -1,0 +1,3 @@
+from models.ease.model import EaseConfig, EaseEngine
+
+__all__ = ["EaseConfig", "EaseEngine"]
