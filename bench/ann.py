@@ -117,15 +117,18 @@ def main(argv=None) -> dict:
     p.add_argument("--ef-search", type=int, default=AnnConfig.ef_search)
     p.add_argument("--ef-construction", type=int, default=AnnConfig.ef_construction)
     p.add_argument("--hnsw-m", type=int, default=AnnConfig.hnsw_m)
+    p.add_argument("--metric", default=AnnConfig.metric, choices=["ip", "l2"],
+                   help="HNSW graph: inner products (ip) or the Euclidean transform (l2); see models/ann.py")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
-    cfg = AnnConfig(min_items=1, hnsw_m=a.hnsw_m, ef_construction=a.ef_construction, ef_search=a.ef_search)
+    cfg = AnnConfig(min_items=1, hnsw_m=a.hnsw_m, ef_construction=a.ef_construction, ef_search=a.ef_search,
+                    metric=a.metric)
     sizes = [int(s) for s in a.sizes.split(",")]
     engines = [e for e in a.engines.split(",") if e]
     unknown = sorted(set(engines) - set(ENGINES))
     if unknown:
         p.error(f"unknown engine(s) {unknown}; choose from {list(ENGINES)}")
-    print(f"HNSW M={cfg.hnsw_m} efConstruction={cfg.ef_construction} efSearch={cfg.ef_search}; "
+    print(f"HNSW ({cfg.metric}) M={cfg.hnsw_m} efConstruction={cfg.ef_construction} efSearch={cfg.ef_search}; "
           f"{a.queries} queries per catalog, k={K}; clustered synthetic vectors (see the docstring)")
     print(f"{'engine':<11}{'items':>8}{'recall@10':>10}{'plain':>7}{'seen':>7}{'categ':>7}{'price':>7}"
           f"{'ann p50':>9}{'ann p99':>9}{'exact p50':>10}{'exact p99':>10}{'build s':>9}{'exact rows':>11}")

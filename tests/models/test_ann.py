@@ -51,13 +51,14 @@ def assert_same_topk(ann, exact):
     np.testing.assert_allclose(ann[1], exact[1], rtol=1e-4, atol=1e-4)
 
 
-def test_index_recall_exclusions_filters_and_fallback():
+@pytest.mark.parametrize("metric", ["ip", "l2"])
+def test_index_recall_exclusions_filters_and_fallback(metric):
     rng = np.random.default_rng(0)
     centers = rng.normal(size=(30, 24))
     V = (centers[rng.integers(0, 30, 4000)] + 0.3 * rng.normal(size=(4000, 24))).astype(np.float32)
     bias = rng.normal(0, 0.5, 4000).astype(np.float32)
     Q = (centers[rng.integers(0, 30, 64)] + 0.3 * rng.normal(size=(64, 24))).astype(np.float32)
-    ann, exact = ItemIndex(V, bias, AnnConfig(**FORCED)), ItemIndex(V, bias, AnnConfig())
+    ann, exact = ItemIndex(V, bias, AnnConfig(**FORCED, metric=metric)), ItemIndex(V, bias, AnnConfig())
     assert ann.is_ann and not exact.is_ann
     excl = [rng.choice(4000, 30, replace=False) for _ in range(64)]
     mask = rng.random(4000) < 0.2                                    # a filter passing ~20 % of items
@@ -71,7 +72,7 @@ def test_index_recall_exclusions_filters_and_fallback():
     # over the whole catalog (flat_cutoff 0) or over just those items (the default flat_cutoff).
     tiny = np.zeros(4000, bool)
     tiny[[5, 77, 901, 3999]] = True
-    flat = ItemIndex(V, bias, AnnConfig(min_items=1))
+    flat = ItemIndex(V, bias, AnnConfig(min_items=1, metric=metric))
     for index in (ann, flat):
         idx, vals = index.search(Q[:3], 10, None, tiny)
         assert (idx[:, 4:] == -1).all() and np.isneginf(vals[:, 4:]).all()
