@@ -18,7 +18,8 @@ import numpy as np
 TRAIN_STATE = "train_state"  # folder beside the artifact's files
 GROUPS = ("current", "generators", "optimizer", "average")
 # Config fields a continuation takes from its own run; the rest (the network) comes from the artifact.
-SCHEDULE_FIELDS = ("epochs", "max_train_minutes", "lr", "lr_decay_factor", "lr_decay_patience", "patience",
+SCHEDULE_FIELDS = ("epochs", "max_train_minutes", "lr", "lr_decay_factor", "lr_decay_patience",
+                   "lr_decay_after", "patience",
                    "ema_decay")
 
 

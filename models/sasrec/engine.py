@@ -223,7 +223,7 @@ class SasrecEngine(Engine):
                     best, best_weights, bad_checks, since_decay = rec["val_ndcg@10"], weights or net.get_weights(), 0, 0
                 else:
                     bad_checks, since_decay = bad_checks + 1, since_decay + 1
-                if c.lr_decay_factor < 1.0 and since_decay >= c.lr_decay_patience:
+                if c.lr_decay_factor < 1.0 and since_decay >= c.lr_decay_patience and epoch > c.lr_decay_after:
                     opt.learning_rate.assign(_value(opt.learning_rate) * c.lr_decay_factor)
                     since_decay = 0
             self.history.append(rec)

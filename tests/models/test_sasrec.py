@@ -264,10 +264,15 @@ def test_lr_decays_after_validations_without_improvement(data):
     cfg = tiny_config(lr=1e-12, epochs=6, lr_decay_factor=0.5, lr_decay_patience=2)
     eng = SasrecEngine(cfg, data.catalog).fit(data.train, data.interactions.select(VAL))
     assert [r["lr"] / 1e-12 for r in eng.history] == pytest.approx([1, 1, 1, 0.5, 0.5, 0.25])
+    # lr_decay_after: no decay in the first epochs (the warm-up plateau), even with the counter run out.
+    late = SasrecEngine(tiny_config(lr=1e-12, epochs=6, lr_decay_factor=0.5, lr_decay_patience=2, lr_decay_after=4),
+                        data.catalog).fit(data.train, data.interactions.select(VAL))
+    assert [r["lr"] / 1e-12 for r in late.history] == pytest.approx([1, 1, 1, 1, 1, 0.5])
     constant = SasrecEngine(tiny_config(lr=1e-12, epochs=3), data.catalog)
     constant.fit(data.train, data.interactions.select(VAL))
     assert [r["lr"] for r in constant.history] == pytest.approx([1e-12] * 3)
-    for bad in ({"lr_decay_factor": 0.0}, {"lr_decay_factor": 1.5}, {"lr_decay_patience": 0}):
+    for bad in ({"lr_decay_factor": 0.0}, {"lr_decay_factor": 1.5}, {"lr_decay_patience": 0},
+                {"lr_decay_after": -1}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             SasrecConfig(**bad)
 

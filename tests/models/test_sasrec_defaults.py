@@ -33,6 +33,8 @@ def test_short_histories_small_catalog_get_a_short_window_and_full_ce():
     assert cfg.val_users is None and cfg.max_train_minutes == 30
     assert any(r.startswith("max_len") and "99%" in r for r in reasons)
     assert any("loss ce" in r for r in reasons)
+    # sparse data: lr decay on plateaus after a warm-up, and the weight average (chosen on amazon-toys validation)
+    assert (cfg.lr_decay_factor, cfg.lr_decay_after, cfg.ema_decay) == (0.5, 15, 0.998)
 
 
 def test_long_histories_get_the_capped_window_and_dense_settings():
@@ -40,6 +42,7 @@ def test_long_histories_get_the_capped_window_and_dense_settings():
     cfg, reasons = derive_config(log_of(lengths, 3000), budget_minutes=None)
     assert cfg.max_len == 200 and cfg.hidden == 128 and cfg.dropout == 0.2 and cfg.train_windows == "all"
     assert cfg.loss == "ce" and cfg.max_train_minutes is None
+    assert cfg.lr_decay_factor == 1.0 and cfg.ema_decay == 0.0  # dense: the ML-1M schedule, unchanged
 
 
 def test_large_catalog_on_a_tight_budget_gets_the_sampled_loss_and_a_validation_sample():
