@@ -17,18 +17,21 @@ Queries come in four kinds, a quarter each: plain; 50 seen items excluded; a cat
 see `flat_cutoff`); a price-like filter passing a random half of the items (over-fetch, then filter).
 Recall@10 is |ANN top-10 & exact top-10| / |exact top-10| with the same exclusions and filter;
 latency is one query at a time through `ItemIndex.search` (exact: the matrix product + top-k that
-engines below `ann.min_items` use).
+engines below `ann.min_items` use), on one BLAS/OpenMP thread as the Serve replicas run (`--threads`).
 The last line is one JSON object: `ann_<engine>_<n>_recall@10`, `..._p50_ms`, `..._p99_ms`,
 `ann_<engine>_<n>_build_s`, `exact_<engine>_<n>_p50_ms`, ..., and over the engines `ann_<n>_recall@10`
-(the worst), `ann_<n>_p50_ms` / `exact_<n>_p50_ms` (the slowest).
+(the worst), `ann_<n>_p50_ms` / `exact_<n>_p50_ms` (the slowest), and the load average at the end.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 
+import faiss
 import numpy as np
+from threadpoolctl import threadpool_limits  # installed with mlflow (scikit-learn)
 
 from models.ann import AnnConfig, ItemIndex
 
@@ -89,17 +92,20 @@ def timed(index: ItemIndex, Q, exclude, masks):
     return idx, ms
 
 
-def run(engine: str, n: int, n_queries: int, cfg: AnnConfig, seed: int) -> dict:
+def run(engine: str, n: int, n_queries: int, cfg: AnnConfig, seed: int, threads: int) -> dict:
     rng = np.random.default_rng(seed)
     dim, kind = ENGINES[engine]
     V, bias, cluster = clustered_items(n, dim, kind, rng)
     Q, exclude, masks = requests(V, cluster, n_queries, rng)
     exact = ItemIndex(V, bias, AnnConfig(min_items=n + 1))
     ann = ItemIndex(V, bias, cfg)                                        # cfg.min_items forced to 1
-    timed(ann, Q[:5], exclude[:5], masks[:5])                             # warm-up (BLAS, OpenMP pools)
-    ann.rows = dict.fromkeys(ann.rows, 0)
-    e_idx, e_ms = timed(exact, Q, exclude, masks)
-    a_idx, a_ms = timed(ann, Q, exclude, masks)
+    faiss.omp_set_num_threads(threads)                                    # queries as a replica runs them
+    with threadpool_limits(limits=threads):
+        timed(ann, Q[:5], exclude[:5], masks[:5])                         # warm-up (BLAS, OpenMP pools)
+        ann.rows = dict.fromkeys(ann.rows, 0)
+        e_idx, e_ms = timed(exact, Q, exclude, masks)
+        a_idx, a_ms = timed(ann, Q, exclude, masks)
+    faiss.omp_set_num_threads(os.cpu_count() or 1)                       # builds use every core
     recall = np.array([len(set(a[a >= 0]) & set(e[e >= 0])) / (e >= 0).sum() for a, e in zip(a_idx, e_idx)])
     return {"recall": float(recall.mean()), "recall_plain": float(recall[0::4].mean()),
             "recall_seen": float(recall[1::4].mean()), "recall_category": float(recall[2::4].mean()),
@@ -119,6 +125,8 @@ def main(argv=None) -> dict:
     p.add_argument("--hnsw-m", type=int, default=AnnConfig.hnsw_m)
     p.add_argument("--metric", default=AnnConfig.metric, choices=["ip", "l2"],
                    help="HNSW graph: inner products (ip) or the Euclidean transform (l2); see models/ann.py")
+    p.add_argument("--threads", type=int, default=1,
+                   help="BLAS/OpenMP threads while querying; 1 = as a Serve replica runs (serve_app/config.yaml)")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
     cfg = AnnConfig(min_items=1, hnsw_m=a.hnsw_m, ef_construction=a.ef_construction, ef_search=a.ef_search,
@@ -129,13 +137,14 @@ def main(argv=None) -> dict:
     if unknown:
         p.error(f"unknown engine(s) {unknown}; choose from {list(ENGINES)}")
     print(f"HNSW ({cfg.metric}) M={cfg.hnsw_m} efConstruction={cfg.ef_construction} efSearch={cfg.ef_search}; "
-          f"{a.queries} queries per catalog, k={K}; clustered synthetic vectors (see the docstring)")
+          f"{a.queries} queries per catalog, k={K}, {a.threads} thread(s) per query, builds on every core; "
+          "clustered synthetic vectors (see the docstring)")
     print(f"{'engine':<11}{'items':>8}{'recall@10':>10}{'plain':>7}{'seen':>7}{'categ':>7}{'price':>7}"
           f"{'ann p50':>9}{'ann p99':>9}{'exact p50':>10}{'exact p99':>10}{'build s':>9}{'exact rows':>11}")
     out: dict = {}
     for n in sizes:
         for engine in engines:
-            r = run(engine, n, a.queries, cfg, a.seed)
+            r = run(engine, n, a.queries, cfg, a.seed, a.threads)
             print(f"{engine:<11}{n:>8}{r['recall']:>10.4f}{r['recall_plain']:>7.3f}{r['recall_seen']:>7.3f}"
                   f"{r['recall_category']:>7.3f}{r['recall_price']:>7.3f}{r['ann_p50']:>9.3f}{r['ann_p99']:>9.3f}{r['exact_p50']:>10.3f}"
                   f"{r['exact_p99']:>10.3f}{r['build_s']:>9.1f}{r['fallback_rows']:>11}", flush=True)
@@ -146,6 +155,7 @@ def main(argv=None) -> dict:
         for path in ("ann", "exact"):
             for q in ("p50", "p99"):
                 out[f"{path}_{n}_{q}_ms"] = max(out[f"{path}_{e}_{n}_{q}_ms"] for e in engines)
+    out["load_average"] = os.getloadavg()[0]  # the machine is shared: latencies move with its load
     out = {k: round(v, 4) for k, v in out.items()}
     print(json.dumps(out))
     return out
