@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -252,7 +253,12 @@ class PreparedDataset:
         if not (folder / "meta.json").exists():
             raise DataError(f"{folder} is not a prepared dataset; run `recsys data prepare` first")
         catalog = Catalog.load(folder)
-        frame = pd.read_parquet(folder / "events.parquet")
+        if (folder / "events").is_dir():  # the Ray Data path's shards: whole users each, in any order
+            frame = pd.read_parquet(folder / "events")
+            frame = (frame.sort_values(["uidx", "urank"], kind="stable").drop(columns="urank")
+                     .reset_index(drop=True))
+        else:
+            frame = pd.read_parquet(folder / "events.parquet")
         return cls(catalog, Interactions(frame, catalog.n_users, catalog.n_items),
                    json.loads((folder / "meta.json").read_text()))
 
@@ -283,18 +289,73 @@ def source_fingerprint(fmt: str, path: str | Path | list, **options) -> str:
     return h.hexdigest()[:16]
 
 
+ENGINES = ("auto", "pandas", "ray")
+RAY_ENGINE_BYTES = 1 << 30
+"""`engine="auto"` prepares inputs of at least this many bytes on Ray Data (env RECSYS_RAY_PREPARE_BYTES)."""
+
+
+def choose_engine(engine: str, fmt: str, path, load_kw: dict | None = None) -> str:
+    """pandas or ray. `auto`: Ray Data for one REES46 input (file or folder of shards) of at least
+    RAY_ENGINE_BYTES (or $RECSYS_RAY_PREPARE_BYTES), else pandas."""
+    if engine not in ENGINES:
+        raise DataError(f"unknown engine {engine!r}; use one of {', '.join(ENGINES)}")
+    if engine != "auto":
+        return engine
+    from recdata.rayprep import RAY_FORMATS, input_bytes
+
+    if fmt not in RAY_FORMATS or isinstance(path, (list, tuple)) and len(path) != 1 or load_kw:
+        return "pandas"
+    one = path[0] if isinstance(path, (list, tuple)) else path
+    threshold = int(os.environ.get("RECSYS_RAY_PREPARE_BYTES", RAY_ENGINE_BYTES))
+    return "ray" if input_bytes(one) >= threshold else "pandas"
+
+
+def prepare_folder(
+    fmt: str, path: str | Path | list, cache_dir: str | Path, split: str = "loo", collapse_repeats: bool = True,
+    engine: str = "auto", **load_kw
+) -> tuple[Path, dict]:
+    """Make sure `cache_dir/<fingerprint>/` holds the prepared data; (that folder, its meta). The Ray
+    Data path never brings the events into this process (`recdata.rayprep`)."""
+    key = source_fingerprint(fmt, path, split=split, collapse_repeats=collapse_repeats, **load_kw)
+    folder = Path(cache_dir) / key
+    if not (folder / "meta.json").exists():
+        if choose_engine(engine, fmt, path, load_kw) == "ray":
+            from recdata.rayprep import prepare_ray
+
+            Path(cache_dir).mkdir(parents=True, exist_ok=True)
+            one = path[0] if isinstance(path, (list, tuple)) and len(path) == 1 else path
+            prepare_ray(fmt, one, folder, key, split=split, collapse_repeats=collapse_repeats, **load_kw)
+        else:
+            prepare(fmt, path, cache_dir, split=split, collapse_repeats=collapse_repeats, engine="pandas", **load_kw)
+    return folder, json.loads((folder / "meta.json").read_text())
+
+
 def prepare(
     fmt: str, path: str | Path | list, cache_dir: str | Path | None = None, split: str = "loo",
-    collapse_repeats: bool = True, **load_kw
+    collapse_repeats: bool = True, engine: str = "auto", **load_kw
 ) -> PreparedDataset:
     """Load, encode and split; with `cache_dir`, reuse `cache_dir/<fingerprint>/` when it exists so
     every trainer (and every node reading shared storage) uses the same prepared files. `path` may be
-    a list (base log + served events, recdata.eventlog.load_many: duplicates across inputs dropped)."""
+    a list (base log + served events, recdata.eventlog.load_many: duplicates across inputs dropped).
+    `engine`: pandas (in this process), ray (Ray Data, `recdata.rayprep`; same data) or auto (ray for
+    large REES46 inputs, see `choose_engine`)."""
     key = source_fingerprint(fmt, path, split=split, collapse_repeats=collapse_repeats, **load_kw)
     if cache_dir is not None:
         cached = Path(cache_dir) / key
         if (cached / "meta.json").exists():
             return PreparedDataset.load(cached)
+    if choose_engine(engine, fmt, path, load_kw) == "ray":
+        if cache_dir is None:  # the Ray path writes shards: a private folder, read back, then removed
+            import shutil
+            import tempfile
+
+            tmp = Path(tempfile.mkdtemp(prefix="recsys-prepare-"))
+            try:
+                return PreparedDataset.load(prepare_folder(fmt, path, tmp, split, collapse_repeats, "ray",
+                                                           **load_kw)[0])
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+        return PreparedDataset.load(prepare_folder(fmt, path, cache_dir, split, collapse_repeats, "ray", **load_kw)[0])
     inputs = _inputs(path)
     log = load(fmt, inputs[0], **load_kw) if len(inputs) == 1 else load_many(fmt, inputs, **load_kw)
     catalog, inter = encode(log, collapse_repeats=collapse_repeats)
@@ -310,7 +371,7 @@ def prepare(
             "collapse_repeats": collapse_repeats, "interactions_encoded": len(inter),
             "repeat_rows": int(inter.frame["repeat"].sum()),
             "rows_after_test": int((codes == AFTER_TEST).sum()),
-            "bad_row_report": log.bad_rows.to_dict()}
+            "bad_row_report": log.bad_rows.to_dict(), "engine": "pandas"}
     ds = PreparedDataset(catalog, inter, meta)
     if cache_dir is not None:
         ds.save(Path(cache_dir) / key)

@@ -61,34 +61,10 @@ def load_rees46(
             bar.update(n, file=f.name)
             lines = tracker.lines_of(np.arange(pos, pos + n, dtype=np.int64))
             pos += n
-            v = RowValidator(n, lines, file_report)
-            ts = pd.to_datetime(chunk["event_time"], format="%Y-%m-%d %H:%M:%S UTC", errors="coerce", utc=True)
-            v.fail("missing or bad event_time", ts.isna().to_numpy())
-            ev, bad = event_codes(chunk["event_type"])
-            v.fail("unknown event_type", bad)
-            item, bad = to_int(chunk["product_id"])
-            v.fail("missing or bad product_id", bad)
-            user, bad = to_int(chunk["user_id"])
-            v.fail("missing or bad user_id", bad)
-            price, bad = to_float(chunk["price"])
-            v.fail("missing or bad price", bad | (price < 0))
-            ok = v.ok
-            parts["user"].append(user[ok])
-            parts["item"].append(item[ok])
-            parts["ts"].append(unix_seconds(ts[ok]))
-            parts["event"].append(ev[ok])
-            parts["session"].append(pd.util.hash_array(chunk["user_session"].to_numpy()[ok]).view(np.int64))
-            item_parts.append(
-                pd.DataFrame(
-                    {
-                        "item": item[ok],
-                        "category": chunk["category_code"].to_numpy()[ok],
-                        "category_id": chunk["category_id"].to_numpy()[ok],
-                        "brand": chunk["brand"].to_numpy()[ok],
-                        "price": price[ok].astype(np.float32),
-                    }
-                ).drop_duplicates("item", keep="last")
-            )
+            ok, cols, attrs = validate_rees46_chunk(chunk, lines, file_report)
+            for k in parts:
+                parts[k].append(cols[k])
+            item_parts.append(attrs.drop_duplicates("item", keep="last"))
             if on_chunk:
                 on_chunk(n)
         rows_read += pos + len(tracker.skipped)
@@ -108,6 +84,32 @@ def load_rees46(
     # Category codes are dotted paths ("electronics.smartphone"); unknown ones are empty in the source.
     items["title"] = _rees46_title(items)
     return EventLog(events, items.reset_index(drop=True), report, str(path), rows_read)
+
+
+def validate_rees46_chunk(chunk: pd.DataFrame, lines: np.ndarray, report: BadRowReport
+                          ) -> tuple[np.ndarray, dict[str, np.ndarray], pd.DataFrame]:
+    """Check one chunk of REES46 rows (strings, as read); every failing row is counted in `report`
+    under its first reason, with its line. Returns the mask of good rows, their parsed columns (user,
+    item, ts, event, session) and their item attributes, in input order. The pandas and the Ray Data
+    preparation both validate through here, so they keep out the same rows for the same reasons."""
+    v = RowValidator(len(chunk), lines, report)
+    ts = pd.to_datetime(chunk["event_time"], format="%Y-%m-%d %H:%M:%S UTC", errors="coerce", utc=True)
+    v.fail("missing or bad event_time", ts.isna().to_numpy())
+    ev, bad = event_codes(chunk["event_type"])
+    v.fail("unknown event_type", bad)
+    item, bad = to_int(chunk["product_id"])
+    v.fail("missing or bad product_id", bad)
+    user, bad = to_int(chunk["user_id"])
+    v.fail("missing or bad user_id", bad)
+    price, bad = to_float(chunk["price"])
+    v.fail("missing or bad price", bad | (price < 0))
+    ok = v.ok
+    cols = {"user": user[ok], "item": item[ok], "ts": unix_seconds(ts[ok]), "event": ev[ok],
+            "session": pd.util.hash_array(chunk["user_session"].to_numpy()[ok]).view(np.int64)}
+    attrs = pd.DataFrame({"item": item[ok], "category": chunk["category_code"].to_numpy()[ok],
+                          "category_id": chunk["category_id"].to_numpy()[ok], "brand": chunk["brand"].to_numpy()[ok],
+                          "price": price[ok].astype(np.float32)})
+    return ok, cols, attrs
 
 
 def _rees46_title(items: pd.DataFrame) -> pd.Series:

@@ -2,6 +2,7 @@
 
     recsys data stats --format rees46 --path ../shared/data/rees46-oct2019-head [--json]
     recsys data prepare --format sasrec --path ../shared/data/ml-1m [--split loo|users]
+    recsys data prepare --format rees46 --path shards/ --engine ray   (Ray Data: parallel, bounded memory)
     recsys data synth --users 2000 --out .recsys/synthetic.csv
 """
 from __future__ import annotations
@@ -12,7 +13,7 @@ import sys
 from pathlib import Path
 
 from recdata import synthetic
-from recdata.dataset import prepare
+from recdata.dataset import ENGINES, prepare_folder
 from recdata.loaders import load
 from recdata.schema import DataError
 from trainers.common import add_data_args, load_kwargs, prepared_cache
@@ -36,11 +37,13 @@ def stats(args: argparse.Namespace) -> int:
 
 
 def prepare_cmd(args: argparse.Namespace) -> int:
-    ds = prepare(args.fmt, args.path, cache_dir=args.cache or prepared_cache(), split=args.split,
-                 **load_kwargs(args))
-    m = ds.meta
+    # prepare_folder: the Ray Data path never brings the events into this process.
+    folder, m = prepare_folder(args.fmt, args.path, args.cache or prepared_cache(), split=args.split,
+                               engine=args.engine, **load_kwargs(args))
     print(f"prepared {m['users']:,} users, {m['items']:,} items, {m['interactions_encoded']:,} interactions "
-          f"({m['split']} split) -> {(args.cache or prepared_cache()) / m['fingerprint']}")
+          f"({m['split']} split, {m.get('engine', 'pandas')}) -> {folder}")
+    if m.get("bad_rows"):
+        print(f"bad rows: {m['bad_rows']:,} kept out: {m['bad_row_reasons']}")
     return 0
 
 
@@ -56,6 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     add_data_args(pr)
     pr.add_argument("--split", choices=("loo", "users"), default="loo")
     pr.add_argument("--cache", type=Path, default=None)
+    pr.add_argument("--engine", choices=ENGINES, default="auto",
+                    help="pandas: in this process; ray: Ray Data (one task per input file, users bucketed by "
+                         "hash; the same prepared data); auto (default): ray for one REES46 input of at least "
+                         "$RECSYS_RAY_PREPARE_BYTES bytes (default 1 GiB), else pandas")
     pr.set_defaults(func=prepare_cmd)
     sub.add_parser("synth", help="synthetic REES46-schema log (`recsys data synth --help` for options)")
     argv = list(sys.argv[1:] if argv is None else argv)

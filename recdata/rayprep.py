@@ -1,0 +1,394 @@
+"""Preparation on Ray Data: the prepared data of `recdata.dataset.prepare`, for logs that outgrow one process.
+
+Same input, same output: the rows kept out (and the reasons, files and lines in the report), the id
+encoding, the de-duplication and both splits equal the pandas path's row for row (a test holds them
+to it); only the layout differs -- the events are Parquet shards, `events/part-*.parquet`, each holding
+whole users, beside the same `users.parquet`, `items.parquet` and `meta.json`.
+
+    read      one task per input file (CSV or Parquet, REES46 columns), streamed in chunks and checked
+              by the pandas loader's own `validate_rees46_chunk`; a row is (file, line)-stamped as
+              `pos = file_index << 40 | line`, which is also the input order. Bad rows travel as rows
+              with a `reason`.
+    items     bucketed by hash(item): first position (the item order) and the attributes of its last row.
+    users     bucketed by hash(user) % buckets, one `map_groups` call per bucket (never one per user:
+              millions of tiny groups are slow): each bucket runs the pandas `encode` (de-duplication)
+              and `leave_one_out` on its own users -- both only look within a user.
+    encode    the driver orders users and items by first position (as `pd.unique` over the input
+              does) and broadcasts the id maps; a row-wise `map_batches` writes dense ids and, for the
+              user-holdout split, the same random draws as the pandas path (PCG64 advanced to each
+              row's global position).
+
+Memory: the driver holds one row per user and per item (id maps, first positions, row counts), never
+the events; each task holds one chunk (read) or one bucket (users). `buckets` bounds the second.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from recdata.csvrows import LineTracker, check_columns, read_csv_chunks
+from recdata.dataset import (AFTER_TEST, TEST, TRAIN, VAL, Catalog, leave_one_out, encode)
+from recdata.loaders import REES46_COLUMNS, _header, _rees46_title, validate_rees46_chunk
+from recdata.schema import EVENT_NAMES, MAX_LINES_PER_REASON, BadRowReport, DataError, EventLog, EventWeights
+
+RAY_FORMATS = ("rees46",)
+LINE_BITS = 40  # pos = file index << 40 | line: 10^12 lines per file, 2^23 files
+ATTRS = ("category", "category_id", "brand")
+SUFFIXES = (".csv", ".parquet", ".pq")
+
+
+def input_files(path: str | Path) -> list[Path]:
+    """The files a folder holds (CSV and Parquet shards, sorted by name: the pandas loader's order), or
+    the one file given."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix in SUFFIXES and p.is_file())
+        if not files:
+            raise DataError(f"{path} is a folder with no .csv or .parquet files; point --path at REES46 shards")
+        return files
+    if not path.exists():
+        raise DataError(f"{path} does not exist; check --path")
+    if path.suffix not in SUFFIXES:
+        raise DataError(f"{path}: the Ray Data path reads .csv or .parquet files")
+    return [path]
+
+
+def input_bytes(path: str | Path) -> int:
+    p = Path(path)
+    files = [f for f in p.rglob("*") if f.is_file()] if p.is_dir() else ([p] if p.exists() else [])
+    return sum(f.stat().st_size for f in files)
+
+
+# ---------------------------------------------------------------------------------------------------
+# read: one task per file
+# ---------------------------------------------------------------------------------------------------
+class _EveryLine(BadRowReport):
+    """A per-chunk report that keeps every line (the shared one keeps the first 1000 per reason);
+    its rows are handed on as bad-row rows and the report is emptied after each chunk."""
+
+    def add(self, reason: str, line_numbers) -> None:
+        lines = [int(n) for n in np.asarray(line_numbers).ravel()]
+        if lines:
+            self.counts[reason] = self.counts.get(reason, 0) + len(lines)
+            self.lines.setdefault(reason, []).extend(lines)
+
+
+def _block(cols: dict | None, attrs: pd.DataFrame | None, lines_ok: np.ndarray, bad: BadRowReport, fidx: int,
+           suffix: str):
+    import pyarrow as pa
+
+    n = 0 if cols is None else len(lines_ok)
+    bad_reasons = [(r + suffix, ln) for r, lns in bad.lines.items() for ln in lns]
+    m = len(bad_reasons)
+    base = np.int64(fidx) << LINE_BITS
+    if n:
+        # Item attributes only on the last row of each item within this chunk: the item table needs
+        # each item's last row overall, which is the last of these.
+        last = ~pd.Series(cols["item"]).duplicated(keep="last").to_numpy()
+        has = np.concatenate([last, np.zeros(m, bool)])
+        attr = {k: pa.array(np.concatenate([np.where(last, attrs[k].to_numpy(object), None),
+                                            np.full(m, None, object)]), pa.string()) for k in ATTRS}
+        price = np.concatenate([attrs["price"].to_numpy(np.float32), np.zeros(m, np.float32)])
+    else:
+        has = np.zeros(m, bool)
+        attr = {k: pa.nulls(m, pa.string()) for k in ATTRS}
+        price = np.zeros(m, np.float32)
+
+    def col(k, dtype):
+        return np.concatenate([cols[k].astype(dtype) if n else np.empty(0, dtype), np.zeros(m, dtype)])
+
+    event = col("event", np.int8)
+    return pa.table({
+        "user": col("user", np.int64), "item": col("item", np.int64), "ts": col("ts", np.int64),
+        "event": event, "weight": EventWeights().of(event).astype(np.float32), "session": col("session", np.int64),
+        "pos": base | np.concatenate([np.asarray(lines_ok, np.int64), np.array([ln for _, ln in bad_reasons],
+                                                                              np.int64)]),
+        "has_attrs": has, **attr, "price": price,
+        "reason": pa.array([""] * n + [r for r, _ in bad_reasons], pa.string()),
+    })
+
+
+def _read_csv(fidx: int, path: Path, chunksize: int, suffix: str):
+    header = _header(path)
+    check_columns(path, header, REES46_COLUMNS, "rees46")
+    tracker, report, pos = LineTracker(), _EveryLine(), 0
+    for chunk in read_csv_chunks(path, chunksize, report, tracker):
+        n = len(chunk)
+        lines = tracker.lines_of(np.arange(pos, pos + n, dtype=np.int64))
+        pos += n
+        ok, cols, attrs = validate_rees46_chunk(chunk, lines, report)
+        yield _block(cols, attrs, lines[ok], report, fidx, suffix)
+        report.counts.clear()
+        report.lines.clear()
+
+
+def _read_parquet(fidx: int, path: Path, chunksize: int, suffix: str):
+    """Parquet shards in the REES46 columns: each row's `line` is its 1-based row number."""
+    import pyarrow.parquet as pq
+
+    f = pq.ParquetFile(path)
+    check_columns(path, f.schema_arrow.names, REES46_COLUMNS, "rees46")
+    start = 0
+    for batch in f.iter_batches(batch_size=chunksize, columns=list(REES46_COLUMNS)):
+        df = batch.to_pandas()
+        for c in df.columns:
+            if pd.api.types.is_datetime64_any_dtype(df[c]):
+                df[c] = df[c].dt.strftime("%Y-%m-%d %H:%M:%S UTC")
+            df[c] = df[c].astype(object).where(df[c].notna(), "").astype(str)
+        lines = np.arange(start + 1, start + 1 + len(df), dtype=np.int64)
+        start += len(df)
+        report = _EveryLine()
+        ok, cols, attrs = validate_rees46_chunk(df.reset_index(drop=True), lines, report)
+        yield _block(cols, attrs, lines[ok], report, fidx, suffix)
+
+
+def _datasource(files: list[Path], chunksize: int):
+    from ray.data.block import BlockMetadata
+    from ray.data.datasource import Datasource, ReadTask
+
+    several = len(files) > 1
+
+    class Rees46Shards(Datasource):
+        """One read task per file: a file is the unit Ray Data reads (it never splits one)."""
+
+        def estimate_inmemory_data_size(self):
+            return sum(f.stat().st_size for f in files)
+
+        def get_read_tasks(self, parallelism, per_task_row_limit=None, data_context=None):
+            tasks = []
+            for i, f in enumerate(files):
+                suffix = f" [{f.name}]" if several else ""  # the pandas loader's per-file reasons
+                reader = _read_csv if f.suffix == ".csv" else _read_parquet
+                tasks.append(ReadTask(lambda i=i, f=f, r=reader, s=suffix: r(i, f, chunksize, s),
+                                      BlockMetadata(num_rows=None, size_bytes=int(f.stat().st_size),
+                                                    exec_stats=None, input_files=[str(f)])))
+            return tasks
+
+    return Rees46Shards()
+
+
+# ---------------------------------------------------------------------------------------------------
+# per-bucket work (pandas inside one task)
+# ---------------------------------------------------------------------------------------------------
+def _bucket_of(ids: np.ndarray, buckets: int) -> np.ndarray:
+    return (pd.util.hash_array(np.asarray(ids)) % np.uint64(buckets)).astype(np.int64)
+
+
+def _items_of_bucket(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per item: its first position (the catalog order) and its last row's attributes."""
+    first = df.groupby("item", sort=False)["pos"].min()
+    last = df[df["has_attrs"]].sort_values("pos").drop_duplicates("item", keep="last").set_index("item")
+    out = pd.DataFrame({"first_pos": first})
+    out = out.join(last[[*ATTRS, "price"]])
+    return out.rename_axis("item").reset_index()
+
+
+def _users_of_bucket(df: pd.DataFrame, split: str, collapse_repeats: bool) -> pd.DataFrame:
+    """The pandas path's per-user steps on this bucket's users, with bucket-local ids: `encode`
+    (time order, de-duplication) and, for loo, `leave_one_out`. Adds each row's rank in its user's
+    sequence, the rank of its (user, item) pair's first row, the user's first input position and
+    row count -- what the driver needs to place every row globally."""
+    df = df.sort_values("pos", kind="stable").reset_index(drop=True)  # input order: encode's tie-break
+    upos = df.groupby("user", sort=False)["pos"].min()
+    log = EventLog(df[["user", "item", "ts", "event", "weight", "session"]], pd.DataFrame({"item": []}),
+                   BadRowReport(), "", len(df))
+    cat, inter = encode(log, Catalog(pd.unique(df["user"].to_numpy()), pd.unique(df["item"].to_numpy())),
+                        collapse_repeats=collapse_repeats)
+    if split == "loo":
+        inter = leave_one_out(inter)
+    f = inter.frame
+    local = f["uidx"].to_numpy()
+    urank = f.groupby("uidx", sort=False).cumcount().to_numpy()
+    f = f.assign(user=cat.user_ids[local], item=cat.item_ids[f["iidx"].to_numpy()], urank=urank)
+    f["pair_rank"] = f.groupby(["uidx", "iidx"], sort=False)["urank"].transform("first").to_numpy()
+    f["urows"] = np.bincount(local, minlength=cat.n_users)[local]
+    f["upos"] = upos.reindex(cat.user_ids).to_numpy()[local]
+    if "split" not in f:
+        f["split"] = np.int8(TRAIN)
+    return f.drop(columns=["uidx", "iidx"])
+
+
+def _encode_rows(df: pd.DataFrame, maps: dict) -> pd.DataFrame:
+    """Row-wise: dense ids from the broadcast maps; the user-holdout split's codes and draws."""
+    if not isinstance(maps, dict):  # an ObjectRef: the maps are put once, read zero-copy by each task
+        import ray
+
+        maps = ray.get(maps)
+    u_sorted, u_order = maps["user_sorted"], maps["user_uidx"]
+    uidx = u_order[np.searchsorted(u_sorted, df["user"].to_numpy())]
+    iidx = maps["item_iidx"][np.searchsorted(maps["item_sorted"], df["item"].to_numpy())]
+    split = df["split"].to_numpy(np.int8)
+    if maps.get("role") is not None:
+        role = maps["role"][uidx]
+        split = np.full(len(df), TRAIN, np.int8)
+        held = np.flatnonzero(role != TRAIN)
+        if len(held):
+            # The pandas path draws rng.random(len(frame)) after the permutation and gives each
+            # (user, item) pair the draw at its first row's position in the whole, sorted frame. Here:
+            # each held-out user's block of that stream, from the PCG64 state advanced to its offset.
+            hu, inv = np.unique(uidx[held], return_inverse=True)
+            off, n = maps["offset"][hu], maps["urows"][hu]
+            order = np.argsort(off, kind="stable")
+            bg = np.random.PCG64()
+            bg.state = maps["rng_state"]
+            gen, cursor = np.random.Generator(bg), 0
+            blocks = [None] * len(hu)
+            for j in order:
+                bg.advance(int(off[j] - cursor))
+                blocks[j] = gen.random(int(n[j]))
+                cursor = int(off[j] + n[j])
+            base = np.concatenate([[0], np.cumsum(n)[:-1]])
+            draw = np.concatenate(blocks)[base[inv] + df["pair_rank"].to_numpy()[held]]
+            r = role[held]
+            split[held] = np.where(draw >= maps["fold_in"], r, r + 2).astype(np.int8)
+    return pd.DataFrame({
+        "uidx": uidx.astype(np.int64), "iidx": iidx.astype(np.int64), "ts": df["ts"].to_numpy(np.int64),
+        "event": df["event"].to_numpy(np.int8), "weight": df["weight"].to_numpy(np.float32),
+        "session": df["session"].to_numpy(np.int64), "repeat": df["repeat"].to_numpy(bool), "split": split,
+        "urank": df["urank"].to_numpy(np.int64)})
+
+
+# ---------------------------------------------------------------------------------------------------
+# the job
+# ---------------------------------------------------------------------------------------------------
+def _ensure_ray() -> None:
+    import ray
+
+    if not ray.is_initialized():
+        # The cluster a job was submitted to (RAY_ADDRESS), else a private local one.
+        ray.init(address=os.environ.get("RAY_ADDRESS") or "local", include_dashboard=False,
+                 log_to_driver=False)
+
+
+def prepare_ray(fmt: str, path: str | Path, folder: str | Path, key: str, split: str = "loo",
+                collapse_repeats: bool = True, buckets: int | None = None, chunksize: int = 500_000,
+                **load_kw) -> dict:
+    """Prepare `path` on Ray Data into `folder` (Parquet shards + catalog + meta.json); returns the meta.
+    `buckets`: user (and item) hash buckets, each one task's worth of rows (default: ~500k rows each,
+    at least one per CPU)."""
+    if fmt not in RAY_FORMATS:
+        raise DataError(f"the Ray Data preparation reads {', '.join(RAY_FORMATS)} logs, not {fmt!r}; "
+                        "use --engine pandas")
+    if isinstance(path, (list, tuple)):
+        raise DataError("the Ray Data preparation takes one input (a file or a folder of shards); "
+                        "several inputs (base log + served events) go through --engine pandas")
+    if load_kw:
+        raise DataError(f"the Ray Data preparation takes no loader options ({sorted(load_kw)}); use --engine pandas")
+    if split not in ("loo", "users"):
+        raise DataError(f"unknown split {split!r}; use loo or users")
+    import ray
+
+    _ensure_ray()
+    files = input_files(path)
+    raw = ray.data.read_datasource(_datasource(files, chunksize)).materialize()
+    total = raw.count()
+
+    # Bad rows: counted per reason, the first lines (sorted) kept, as the pandas report does.
+    def bad_of(b: pd.DataFrame) -> pd.DataFrame:
+        b = b[b["reason"] != ""]
+        return pd.DataFrame({"reason": b["reason"], "line": b["pos"].to_numpy() & ((1 << LINE_BITS) - 1)})
+
+    bad = raw.map_batches(bad_of, batch_format="pandas").to_pandas()
+    report = BadRowReport(source=str(path))
+    for reason, lines in bad.groupby("reason", sort=False)["line"]:
+        report.counts[reason] = int(len(lines))
+        report.lines[reason] = sorted(int(x) for x in lines)[:MAX_LINES_PER_REASON]
+    events = raw.map_batches(lambda b: b[b["reason"] == ""].drop(columns=["reason"]), batch_format="pandas")
+    n_good = total - report.total
+    if n_good == 0:
+        raise DataError(f"{path}: no usable rows ({report.total} bad); see the bad-row report:\n{report.summary()}")
+    counts = (events.map_batches(lambda b: pd.DataFrame({"event": np.arange(len(EVENT_NAMES)), "n": np.bincount(
+        b["event"].to_numpy(np.int64), minlength=len(EVENT_NAMES))}), batch_format="pandas")
+        .to_pandas().groupby("event")["n"].sum())
+    nb = buckets or max(int(ray.cluster_resources().get("CPU", 1)), -(-n_good // 500_000))
+
+    # Items: first position and last attributes, per hash bucket of items.
+    item_tab = (events.select_columns(["item", "pos", "has_attrs", *ATTRS, "price"])
+                .map_batches(lambda b: b.assign(bucket=_bucket_of(b["item"].to_numpy(), nb)), batch_format="pandas")
+                .groupby("bucket", num_partitions=nb).map_groups(_items_of_bucket, batch_format="pandas")
+                .to_pandas().sort_values("first_pos", kind="stable").reset_index(drop=True))
+
+    # Users: one map_groups call per bucket of users.
+    per_user = (events.map_batches(lambda b: b.assign(bucket=_bucket_of(b["user"].to_numpy(), nb)),
+                                   batch_format="pandas")
+                .groupby("bucket", num_partitions=nb)
+                .map_groups(_users_of_bucket, batch_format="pandas",
+                            fn_kwargs={"split": split, "collapse_repeats": collapse_repeats})
+                .materialize())
+    users = (per_user.map_batches(lambda b: b.loc[b["urank"] == 0, ["user", "upos", "urows"]], batch_format="pandas")
+             .to_pandas()
+             .sort_values("upos", kind="stable").reset_index(drop=True))
+
+    n_users, n_items = len(users), len(item_tab)
+    u_raw, i_raw = users["user"].to_numpy(np.int64), item_tab["item"].to_numpy(np.int64)
+    u_ord, i_ord = np.argsort(u_raw, kind="stable"), np.argsort(i_raw, kind="stable")
+    maps = {"user_sorted": u_raw[u_ord], "user_uidx": u_ord.astype(np.int64),
+            "item_sorted": i_raw[i_ord], "item_iidx": i_ord.astype(np.int64), "role": None}
+    if split == "users":
+        # recdata.dataset.user_holdout's draws, in the same order (defaults: 10% + 10% of users, 80% fold-in).
+        n_heldout, fold_in, seed = 0.1, 0.8, 0
+        rng = np.random.default_rng(seed)
+        n = int(round(n_heldout * n_users))
+        if 2 * n >= n_users:
+            raise DataError(f"cannot hold out 2 x {n} users of {n_users}; lower n_heldout")
+        perm = rng.permutation(np.arange(n_users))
+        role = np.zeros(n_users, np.int8)
+        role[perm[:n]], role[perm[n:2 * n]] = VAL, TEST
+        urows = users["urows"].to_numpy(np.int64)
+        maps.update(role=role, offset=np.concatenate([[0], np.cumsum(urows)[:-1]]).astype(np.int64), urows=urows,
+                    rng_state=rng.bit_generator.state, fold_in=fold_in)
+    maps_ref = ray.put(maps)
+
+    folder = Path(folder)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=folder.parent if folder.parent.exists() else None))
+    try:
+        encoded = per_user.map_batches(_encode_rows, batch_format="pandas", fn_args=(maps_ref,))
+        encoded.write_parquet(str(tmp / "events"))
+        shards = sorted((tmp / "events").glob("*.parquet"))
+        for i, s in enumerate(shards):  # stable names; a reader sorts by (uidx, urank)
+            s.rename(s.with_name(f"part-{i:05d}.parquet"))
+        stats = _stats(tmp / "events")
+
+        # The catalog, as Catalog.from_log builds it (users and items by first appearance).
+        # Built as the pandas loader builds it (object arrays -> pandas' inferred string dtype).
+        items = pd.DataFrame({"item": i_raw, **{k: item_tab[k].to_numpy(object) for k in ATTRS},
+                              "price": item_tab["price"].to_numpy(np.float32)})
+        items = items[["item", "category", "category_id", "brand", "price"]]
+        items["title"] = _rees46_title(items)
+        Catalog(u_raw, i_raw, items).save(tmp)
+        log_stats = {"source": str(path), "rows_read": int(total), "users": n_users, "items": n_items,
+                     "catalog_items": n_items, "interactions": int(n_good),
+                     "event_types": {name: int(counts.get(i, 0)) for i, name in enumerate(EVENT_NAMES)},
+                     "bad_rows": int(report.total), "bad_row_reasons": dict(report.counts)}
+        meta = {"format": fmt, "path": str(path), "split": split, "fingerprint": key, **log_stats,
+                "collapse_repeats": collapse_repeats, "interactions_encoded": stats["rows"],
+                "repeat_rows": stats["repeat_rows"], "rows_after_test": stats["rows_after_test"],
+                "bad_row_report": report.to_dict(), "engine": "ray", "event_shards": len(shards)}
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
+        if folder.exists():  # another run finished first: same inputs, same data
+            return json.loads((folder / "meta.json").read_text())
+        tmp.rename(folder)
+    finally:
+        if tmp.exists():
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)
+    return meta
+
+
+def _stats(shards: Path) -> dict:
+    """Counts over the written shards, one shard at a time."""
+    import pyarrow.parquet as pq
+
+    rows = repeats = after = 0
+    for s in sorted(shards.glob("*.parquet")):
+        t = pq.read_table(s, columns=["repeat", "split"]).to_pandas()
+        rows += len(t)
+        repeats += int(t["repeat"].sum())
+        after += int((t["split"] == AFTER_TEST).sum())
+    return {"rows": rows, "repeat_rows": repeats, "rows_after_test": after}
