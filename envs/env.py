@@ -63,7 +63,9 @@ def user_model(env_config: dict) -> UserModel:
 class ShoppingEnv(gym.Env):
     """One shopper. Observation: dict of hist_items [L], hist_events [L], cand_items [K], cand_feats [K, F]
     (see envs/shopping.py); action: Discrete(K), the candidate to show. info: response (-1 skip, 0 view,
-    1 cart, 2 purchase), item, click/purchase probabilities are not exposed (hidden state)."""
+    1 cart, 2 purchase), item, session (0-based index of the session in the episode: with
+    sim.sessions_max > 1 an episode spans a shopper's sessions over a window); click/purchase
+    probabilities are not exposed (hidden state)."""
 
     metadata = {"render_modes": []}
 
@@ -86,7 +88,8 @@ class ShoppingEnv(gym.Env):
     def step(self, action):
         item = int(self.sim.cand[0, int(action)])
         reward, term, trunc, resp = self.sim.step(np.array([int(action)]))
-        return self._obs(), float(reward[0]), bool(term[0]), bool(trunc[0]), {"response": int(resp[0]), "item": item}
+        return self._obs(), float(reward[0]), bool(term[0]), bool(trunc[0]), {
+            "response": int(resp[0]), "item": item, "session": int(self.sim.session[0])}
 
     def _obs(self) -> dict:
         return {k: v[0] for k, v in self.sim.observation().items()}

@@ -26,6 +26,23 @@ User dynamics (hidden state per shopper) and why each exists -- they make the my
   shopper who clicks what is shown only sometimes, and tires of skips, ends sooner than one who likes
   everything), the leave scale s (1 otherwise) is fitted too (`fit_engagement`).
 Reward per response: skip < view < cart < purchase, purchases weighted by (price / median price)^w.
+
+The horizon (`sessions_max` > 1; 1 is the single-session simulator): an episode is one shopper over a
+window of up to `sessions_max` sessions. When a session ends the shopper comes back for another with
+
+    P(return) = sigmoid(b + w_buy * purchases + w_click * click_share + w_repeat * repeat_share
+                        + w_fatigue * fatigue at the end)
+
+(click_share, repeat_share: of the session's shows), b fitted so that sessions of the logging policy
+return at `return_rate` on average (`fit_return_intercept`). What the log backs: the mean return rate and
+the purchase effect (REES46: a session's user starts another one later in the log 11% of the time, 14%
+after a purchase; a 2h50m sample, so a lower bound) and how often the next session starts a new need
+(34% of returns start in a category the previous session did not touch). What it cannot back (logs hold
+no impressions): the effects of relevant, repeated and tiring shows -- named `SimConfig` fields below.
+Between sessions interest drifts: the next session starts from a real session start of the log (a new
+need) with `new_interest`, otherwise from an item of the category of one of the last engaged items (the
+old need); the reference price follows the new first item; fatigue carries over in part; the same
+person keeps the same taste; the history (the policy's observation) runs on across sessions.
 """
 from __future__ import annotations
 
@@ -96,6 +113,35 @@ class SimConfig:
     None and the click_max fit alone cannot reach the log's session length (`fit_engagement`)."""
     switch_keep: float = 0.5
     """Share of interest kept when the shopper views an item of another category."""
+    # -- the horizon: sessions over a window (see the module docstring) --
+    sessions_max: int = 1
+    """Sessions per episode (the window). 1: one session per episode (the single-session simulator)."""
+    return_rate: float | None = None
+    """Mean P(return) after a session of the logging policy. None: the log's own rate (Calibration.return_rate;
+    REES46 head 0.11 over a 2h50m window, a lower bound for longer windows), 0.1 if the log has no sessions.
+    An assumption whenever set: the log's window is shorter than any product's."""
+    return_purchase: float | None = None
+    """Logit of returning per purchase in the session. None: the log's log odds ratio of returning after a
+    purchase vs without (Calibration.return_logit_purchase; REES46 head 0.28 from 200 purchase sessions),
+    0 when the log cannot tell."""
+    return_click: float = 2.0
+    """Logit of returning per unit of the session's click share (relevant shows). Assumption: logs hold no
+    impressions, so no log measures it."""
+    return_repeat: float = -2.0
+    """Logit of returning per unit of the session's share of repeated shows (an item shown again in the
+    session). Assumption, as return_click."""
+    return_fatigue: float = -0.25
+    """Logit of returning per unit of fatigue at the session's end (skips not since relieved by views).
+    Assumption, as return_click."""
+    return_intercept: float | None = None
+    """b of the return model. None: fitted so that the logging policy's sessions return at return_rate."""
+    new_interest: float | None = None
+    """P(a returning shopper starts from a new need: a real session start drawn from the log) rather than from
+    the category of a recently engaged item. None: the log's share of returns whose first item's category
+    the previous session did not touch (Calibration.next_session_new_category; REES46 head 0.34), 0.5 when
+    the log cannot tell."""
+    fatigue_carry: float = 0.5
+    """Share of the fatigue at a session's end that the next session starts with. Assumption."""
     reward: RewardConfig = field(default_factory=RewardConfig)
 
 
@@ -111,6 +157,12 @@ class ShopperSim:
             click_max, leave_scale = fit_engagement(um, self.cfg)
             self.cfg = dataclasses.replace(self.cfg, click_max=click_max, leave_scale=leave_scale)
         self.leave_scale = 1.0 if self.cfg.leave_scale is None else float(self.cfg.leave_scale)
+        if self.cfg.sessions_max < 1:
+            raise ValueError(f"sessions_max must be >= 1 (1 = single-session episodes); got {self.cfg.sessions_max}")
+        if self.cfg.sessions_max > 1 and self.cfg.return_intercept is None:
+            self.cfg = dataclasses.replace(self.cfg, return_intercept=fit_return_intercept(um, self.cfg))
+        self.return_purchase = resolve(self.cfg.return_purchase, um.cal.return_logit_purchase, 0.0)
+        self.new_interest = resolve(self.cfg.new_interest, um.cal.next_session_new_category, 0.5)
         cal = um.cal
         self.base_leave = 1.0 / max(cal.mean_session_items, 1.0)
         self.alpha = 1.0 - 0.5 ** (1.0 / max(cal.views_before_purchase, 1.0))
@@ -146,6 +198,13 @@ class ShopperSim:
         self.cand = np.zeros((n, K), np.int64)
         self.feats = np.zeros((n, K, N_FEATURES), np.float32)
         self.scores = {}
+        # the horizon: session index in the episode, and this session's tallies for the return model
+        self.session = np.zeros(n, np.int64)
+        self.s_shows, self.s_clicks = np.zeros(n), np.zeros(n)
+        self.s_repeats, self.s_buys = np.zeros(n), np.zeros(n)
+        self.end_score = np.zeros(n)   # return-model score (without b) of each row's last ended session
+        self.active = np.ones(n, bool)  # rows a driver still needs actions for (run_episodes clears ended
+        #                                 ones; an expensive actor may answer only these, anything elsewhere)
 
     # -- sessions ---------------------------------------------------------------------------------
     def reset(self, mask: np.ndarray | None = None) -> None:
@@ -166,6 +225,50 @@ class ShopperSim:
         self.log_ref[idx] = um.log_price[seed_items] + rng.normal(0.0, um.cal.log_price_spread, m)
         self.taste_key[idx] = rng.integers(1, 2**62, m, dtype=np.int64).astype(np.uint64)
         self.steps[idx] = 0
+        self.session[idx] = 0
+        self._clear_tallies(idx)
+        self._candidates(idx)
+
+    def _clear_tallies(self, idx: np.ndarray) -> None:
+        for a in (self.s_shows, self.s_clicks, self.s_repeats, self.s_buys):
+            a[idx] = 0.0
+
+    def satisfaction(self, rows: np.ndarray | None = None) -> np.ndarray:
+        """Return-model score of the rows' current sessions, without the intercept b."""
+        rows = np.arange(self.n) if rows is None else rows
+        cfg, shows = self.cfg, np.maximum(self.s_shows[rows], 1.0)
+        return (self.return_purchase * self.s_buys[rows] + cfg.return_click * self.s_clicks[rows] / shows
+                + cfg.return_repeat * self.s_repeats[rows] / shows + cfg.return_fatigue * self.fatigue[rows])
+
+    def return_prob(self, rows: np.ndarray | None = None) -> np.ndarray:
+        """P(the shopper comes back for another session) if their current session ended now."""
+        b = self.cfg.return_intercept or 0.0
+        return 1.0 / (1.0 + np.exp(-(b + self.satisfaction(rows))))
+
+    def next_session(self, idx: np.ndarray) -> None:
+        """Start the rows' next session: a new need (a real session start) with P(new_interest), else an
+        item of the category of one of the last engaged items; the history runs on."""
+        if len(idx) == 0:
+            return
+        m, rng, um = len(idx), self.rng, self.um
+        r = self.recent[idx]
+        pick = r[np.arange(m), rng.integers(0, 3, m)]
+        pick = np.where(pick >= 0, pick, self.last[idx])
+        same_need = self._same_category_sample(um.item_cat[pick], 1)[:, 0]
+        fresh = um.start_items[rng.integers(0, len(um.start_items), m)]
+        seed_items = np.where(rng.random(m) < self.new_interest, fresh, same_need)
+        self.hist_items[idx, :-1] = self.hist_items[idx, 1:]
+        self.hist_events[idx, :-1] = self.hist_events[idx, 1:]
+        self.hist_items[idx, -1] = seed_items
+        self.hist_events[idx, -1] = VIEW
+        self.recent[idx] = np.concatenate([r[:, 1:], seed_items[:, None]], 1)
+        self.last[idx] = seed_items
+        self.interest[idx] = self.alpha
+        self.fatigue[idx] *= self.cfg.fatigue_carry
+        self.log_ref[idx] = um.log_price[seed_items] + rng.normal(0.0, um.cal.log_price_spread, m)
+        self.steps[idx] = 0
+        self.session[idx] += 1
+        self._clear_tallies(idx)
         self._candidates(idx)
 
     def _engaged(self, idx: np.ndarray, items: np.ndarray) -> np.ndarray:
@@ -281,15 +384,29 @@ class ShopperSim:
         rc_ = np.where(click[:, None], np.concatenate([self.recent[:, 1:], items[:, None]], 1), self.recent)
         self.recent = rc_
         self.steps += 1
+        self.s_shows += 1
+        self.s_clicks += click
+        self.s_repeats += shown_before
+        self.s_buys += buy
         # base_leave applies per engaged item (the log's session length counts engaged items only);
         # a skip risks the session through fatigue alone
         ls = self.leave_scale
         stay = np.exp(-ls * cfg.fatigue_leave * self.fatigue) * np.where(click, 1 - ls * self.base_leave, 1.0)
         p_leave = 1 - stay
         p_leave = np.where(buy, np.maximum(p_leave, um.cal.leave_after_purchase), p_leave)
-        terminated = rng.random(n) < p_leave
-        truncated = ~terminated & (self.steps >= cfg.max_steps)
-        live = np.flatnonzero(~(terminated | truncated))
+        leave = rng.random(n) < p_leave
+        if cfg.sessions_max == 1:
+            terminated = leave
+            truncated = ~terminated & (self.steps >= cfg.max_steps)
+        else:  # a session ends (left, or max_steps); the shopper returns, or the episode ends
+            ended = leave | (self.steps >= cfg.max_steps)
+            self.end_score = np.where(ended, self.satisfaction(), self.end_score)
+            comes_back = ended & (rng.random(n) < self.return_prob())
+            in_window = self.session + 1 < cfg.sessions_max
+            terminated = ended & ~comes_back                       # the shopper does not return
+            truncated = ended & comes_back & ~in_window            # would return, after the window
+            self.next_session(np.flatnonzero(ended & comes_back & in_window))
+        live = np.flatnonzero(~(terminated | truncated) & (self.steps > 0))
         self._candidates(live)
         return reward, terminated, truncated, response
 
@@ -315,15 +432,21 @@ def run_episodes(sim: "ShopperSim", policy, rng: np.random.Generator) -> dict:
     sim.reset()
     n = sim.n
     ret, length, buys, engaged = np.zeros(n), np.zeros(n), np.zeros(n), np.ones(n)
+    sessions = np.ones(n)
     alive = np.ones(n, bool)
+    sim.active = alive
     while alive.any():
+        before = sim.session.copy()
         r, te, tr, resp = sim.step(policy(sim))
         ret += r * alive
         length += alive
         buys += (resp == PURCHASE) * alive
-        engaged += (resp >= VIEW) * alive
+        new = alive & (sim.session > before)                # a returning shopper's next session began
+        engaged += ((resp >= VIEW) + new) * alive           # its first item counts, as a session's first does
+        sessions += new
         alive &= ~(te | tr)
-    return {"return": ret, "length": length, "purchases": buys, "engaged": engaged}
+    sim.active = np.ones(n, bool)
+    return {"return": ret, "length": length, "purchases": buys, "engaged": engaged, "sessions": sessions}
 
 
 _FIT_CACHE: dict = {}
@@ -344,6 +467,7 @@ def fit_engagement(um: UserModel, cfg: SimConfig, n: int = 4000, seed: int = 0) 
     distinct engaged items (calibration.mean_session_items): click_max by bisection in CLICK_MAX_RANGE
     at leave scale 1; if the target is out of reach even at the top of that range, leave_scale by
     bisection in (0, 1] at the top click_max."""
+    cfg = single_session(cfg)
     key = (id(um), dataclasses.astuple(dataclasses.replace(cfg, click_max=0.0, leave_scale=0.0)), n, seed)
     if key in _FIT_CACHE:
         return _FIT_CACHE[key]
@@ -360,6 +484,45 @@ def fit_engagement(um: UserModel, cfg: SimConfig, n: int = 4000, seed: int = 0) 
         click_max = top
         leave_scale = _bisect(lambda s: engaged(top, s), 0.0, 1.0, target, increasing=False)
     _FIT_CACHE[key] = (click_max, leave_scale)
+    return _FIT_CACHE[key]
+
+
+def resolve(value: float | None, calibrated: float, fallback: float) -> float:
+    """A config value; None -> the log's calibrated figure; NaN there -> the fallback."""
+    if value is not None:
+        return float(value)
+    return float(calibrated) if np.isfinite(calibrated) else float(fallback)
+
+
+def single_session(cfg: SimConfig) -> SimConfig:
+    """The config with the horizon off: what the engagement fits see (calibrated per session)."""
+    return dataclasses.replace(cfg, sessions_max=1, return_intercept=None)
+
+
+def fit_return_intercept(um: UserModel, cfg: SimConfig, n: int = 4000, seed: int = 0) -> float:
+    """b for which sessions of `logging_policy` return at `return_rate` on average: the satisfaction
+    scores of n single sessions, then mean(sigmoid(b + score)) = rate solved by bisection."""
+    rate = resolve(cfg.return_rate, um.cal.return_rate, 0.1)
+    if not 0.0 < rate < 1.0:
+        raise ValueError(f"return_rate must be in (0, 1); got {rate} (set sim.return_rate)")
+    key = ("b", id(um), dataclasses.astuple(dataclasses.replace(cfg, return_intercept=0.0)), n, seed)
+    if key in _FIT_CACHE:
+        return _FIT_CACHE[key]
+    one = dataclasses.replace(single_session(cfg), return_intercept=0.0)
+    sim = ShopperSim(um, one, n=n, seed=seed)
+    rng = np.random.default_rng(seed)
+    sim.reset()
+    score, alive = np.zeros(n), np.ones(n, bool)
+    while alive.any():
+        _, te, tr, _ = sim.step(logging_policy(sim, rng)[0])
+        end = alive & (te | tr)
+        score[end] = sim.satisfaction(np.flatnonzero(end))
+        alive &= ~(te | tr)
+    lo, hi = -20.0, 20.0
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if np.mean(1 / (1 + np.exp(-(mid + score)))) < rate else (lo, mid)
+    _FIT_CACHE[key] = round((lo + hi) / 2, 5)
     return _FIT_CACHE[key]
 
 

@@ -17,7 +17,7 @@ stored as each item's top-M successors. Anything with `prob(last [N], items [N, 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +41,14 @@ class Calibration:
     median_price: float
     leave_after_purchase: float    # share of purchases that end their session
     funnel_source: str             # which log the funnel figures come from
+    # Between sessions (the whole log, by user; NaN when the log has no session column). A short log
+    # censors returns (a user may come back after its end), so these are lower bounds of a longer window.
+    sessions_per_user: float = float("nan")
+    return_rate: float = float("nan")               # P(the same user starts another session later in the log)
+    return_rate_after_purchase: float = float("nan")  # ... after a session with a purchase
+    return_logit_purchase: float = float("nan")     # log odds ratio of returning, purchase vs no purchase
+    next_session_new_category: float = float("nan")  # share of returns whose first item's category is new
+    log_window_hours: float = float("nan")          # time the log spans
 
 
 class TransitionModel:
@@ -117,6 +125,7 @@ class UserModel:
         ev = log.events
         iidx = catalog.item_index(ev["item"].to_numpy())
         f = pd.DataFrame({"s": ev["session"].to_numpy() if "session" in ev else ev["user"].to_numpy(),
+                          "u": ev["user"].to_numpy(),
                           "i": iidx, "ts": ev["ts"].to_numpy(), "e": ev["event"].to_numpy(np.int8)})
         f = f[f["i"] >= 0].reset_index(drop=True)
         f["pos"] = np.arange(len(f))
@@ -161,6 +170,8 @@ class UserModel:
         brand = pd.factorize(items["brand"].astype(str))[0] if "brand" in items else np.zeros(len(items), np.int64)
 
         cal = cls._calibrate(train, heldout, log_price, funnel_log, catalog, funnel_source)
+        if "session" in ev:
+            cal = replace(cal, **cls._returns(f, item_cat))
         return cls(catalog, trans, counts, log_price, has_price, np.asarray(brand, np.int64), starts, cal,
                    heldout.reset_index(drop=True), np.asarray(categories, dtype=object))
 
@@ -198,6 +209,31 @@ class UserModel:
             views_before_purchase=float(kb.mean() + 1) if len(kb) else 3.0, log_price_spread=max(spread, 0.05),
             median_price=float(np.exp(np.median(log_price))), leave_after_purchase=leave_after,
             funnel_source=funnel_source)
+
+    @staticmethod
+    def _returns(f: pd.DataFrame, item_cat: np.ndarray) -> dict:
+        """Return statistics between a user's sessions (f: s session, u user, i item, ts, e event)."""
+        g = f.groupby("s", sort=False)
+        ses = pd.DataFrame({"u": g["u"].first(), "start": g["ts"].min(), "buy": g["e"].max() == 2,
+                            "first_cat": item_cat[g["i"].first().to_numpy()]})
+        ses["cats"] = g["i"].agg(lambda x: frozenset(item_cat[x.to_numpy()].tolist()))
+        ses = ses.sort_values(["u", "start"], kind="stable")
+        nxt = ses.groupby("u", sort=False)
+        ret = nxt["start"].shift(-1).notna()
+        nxt_cat = nxt["first_cat"].shift(-1)
+        new_cat = [c not in cs for c, cs, r in zip(nxt_cat, ses["cats"], ret) if r]
+
+        def odds(p: float) -> float:
+            return p / max(1 - p, 1e-9)
+        rate, buy = float(ret.mean()), ses["buy"].to_numpy()
+        after_buy = float(ret[buy].mean()) if buy.any() else float("nan")
+        no_buy = float(ret[~buy].mean()) if (~buy).any() else float("nan")
+        lor = (float(np.log(odds(after_buy) / odds(no_buy))) if min(after_buy, no_buy) > 0 else float("nan"))
+        span = float(f["ts"].max() - f["ts"].min())
+        return {"sessions_per_user": float(len(ses) / max(ses["u"].nunique(), 1)), "return_rate": rate,
+                "return_rate_after_purchase": after_buy, "return_logit_purchase": lor,
+                "next_session_new_category": float(np.mean(new_cat)) if new_cat else float("nan"),
+                "log_window_hours": span / 3600.0}
 
     # -- persistence ------------------------------------------------------------------------------
     def save(self, folder: str | Path) -> Path:

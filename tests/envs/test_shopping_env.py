@@ -119,3 +119,87 @@ def test_logs_without_purchases_borrow_a_rees46_funnel(rees, tmp_path):
     obs, _ = env.reset(seed=0)
     obs, r, *_ = env.step(0)
     assert env.observation_space.contains(obs)
+
+
+# -- the horizon: a shopper's sessions over a window ---------------------------------------------------
+def test_single_session_is_the_default(um):
+    r = run_episodes(ShopperSim(um, sim_config({"click_max": 0.8}), n=2000, seed=2), lambda s: np.zeros(s.n, np.int64),
+                     None)
+    assert (r["sessions"] == 1).all()
+
+
+def test_a_satisfied_shopper_returns_more_often(um):
+    """Same seed, same sessions ended at the same step; half the shoppers bought and clicked every show,
+    half skipped repeated shows and tired: the satisfied half comes back more often."""
+    cfg = sim_config({"click_max": 0.8, "sessions_max": 2, "max_steps": 1, "return_rate": 0.4})
+    n = 6000
+    sim = ShopperSim(um, cfg, n=n, seed=4)
+    sim.reset()
+    happy, unhappy = np.arange(n) < n // 2, np.arange(n) >= n // 2
+    sim.s_shows[:] = 3
+    sim.s_buys[happy], sim.s_clicks[happy] = 1, 3
+    sim.s_repeats[unhappy], sim.fatigue[unhappy] = 2, 3.0
+    assert (sim.return_prob()[happy] > sim.return_prob()[unhappy]).all()
+    _, te, tr, _ = sim.step(np.zeros(n, np.int64))          # max_steps=1: every session ends now
+    returned = sim.session == 1
+    assert (te == ~returned).all() and not tr.any()
+    p_happy, p_unhappy = returned[happy].mean(), returned[unhappy].mean()
+    assert p_happy > p_unhappy + 0.2, (p_happy, p_unhappy)
+    # ... and over whole episodes: a policy that shows what the shopper wants keeps them coming back
+    # more than one that shows the first candidate again and again
+    long = sim_config({"click_max": 0.8, "sessions_max": 6, "return_rate": 0.5})
+    from envs.policies import myopic_oracle
+
+    good = run_episodes(ShopperSim(um, long, n=3000, seed=8), myopic_oracle, None)["sessions"]
+    bad = run_episodes(ShopperSim(um, long, n=3000, seed=8), lambda s: np.zeros(s.n, np.int64), None)["sessions"]
+    assert good.mean() > bad.mean() + 0.2, (good.mean(), bad.mean())
+
+
+def test_return_rate_is_calibrated_on_the_logging_policy(um):
+    """The fitted intercept makes the logging policy's first sessions return at return_rate."""
+    for rate in (0.3, 0.6):
+        sim = ShopperSim(um, sim_config({"sessions_max": 50, "return_rate": rate}), n=4000, seed=11)
+        rng = np.random.default_rng(11)
+        s = run_episodes(sim, lambda x: logging_policy(x, rng)[0], rng)["sessions"]
+        assert abs((s >= 2).mean() - rate) < 0.035, (rate, (s >= 2).mean())
+        assert s.max() < 50
+
+
+def test_interest_drifts_between_sessions(um):
+    """new_interest=0: the next session starts in the category of a recently engaged item; =1: from a
+    real session start of the log."""
+    for new_interest in (0.0, 1.0):
+        sim = ShopperSim(um, sim_config({"click_max": 0.8, "sessions_max": 3, "return_rate": 0.5,
+                                         "new_interest": new_interest}), n=500, seed=1)
+        sim.reset()
+        rows = np.arange(sim.n)
+        before = sim.recent.copy()
+        sim.next_session(rows)
+        assert (sim.session == 1).all() and (sim.steps == 0).all()
+        if new_interest == 0.0:
+            cats = um.item_cat[np.maximum(before, 0)]
+            assert all(um.item_cat[sim.last[i]] in set(cats[i][before[i] >= 0].tolist()) for i in rows)
+        else:
+            assert np.isin(sim.last, um.start_items).all()
+        assert (sim.hist_items[:, -1] == sim.last).all() and (sim.hist_items[:, -2] == before[:, -1]).all()
+
+
+def test_gym_episode_spans_sessions_with_one_history(um, rees):
+    env = ShoppingEnv({"data": str(rees), "sim": {"click_max": 0.8, "sessions_max": 3, "return_rate": 0.9}})
+    sessions = []
+    for ep in range(30):
+        obs, _ = env.reset(seed=ep)
+        done, prev_session = False, 0
+        while not done:
+            shown = obs["cand_items"].copy()
+            a = env.action_space.sample()
+            obs, r, term, trunc, info = env.step(a)
+            assert env.observation_space.contains(obs)
+            done = term or trunc
+            if info["session"] > prev_session and not done:
+                # the history runs on: the item shown last session sits just before the new first item
+                assert obs["hist_items"][-2] == shown[a]
+            prev_session = info["session"]
+        sessions.append(prev_session + 1)
+        assert not trunc or prev_session == 2       # truncation only when the window is full
+    assert max(sessions) == 3 and min(sessions) >= 1
