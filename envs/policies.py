@@ -2,21 +2,38 @@
 of the DQN and the benchmark's baselines share these functions.
 
 A policy here is `actor(sim: ShopperSim) -> actions [N]` (candidate positions), for all N shoppers at once.
+
+Myopic baselines, strongest last. All but the oracle see only what the DQN sees (the observation: the
+history of shown items with their responses, the K candidates' ids and features -- engine ranks, price,
+same category):
+- `greedy(j)` / `blended`: argmax of one engine's rank (or of their mean). Stateless: after a skip they
+  show the same item again.
+- `fresh(score)`: the same ranking, never re-showing an item the shopper skipped within the visible
+  history (while any candidate was not skipped there).
+- `ExpectedRevenueGreedy`: P(click) x (view + P(convert | click) x (cart or price-weighted purchase))
+  from response models fitted on a logged session sample of the logging policy (the CTR/CVR models a
+  production team would fit on impressions), over the same features + the history matches; never
+  re-shows skipped items.
+- `myopic_oracle`: the immediate expected reward from the simulator's hidden state (true click and
+  conversion probabilities) -- a ceiling for every myopic policy, not a deployable one.
 """
 from __future__ import annotations
 
 from typing import Callable
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
-from envs.shopping import ShopperSim, SimConfig, run_episodes
+from envs.shopping import HIST_SKIP, ShopperSim, SimConfig, logging_policy, run_episodes
 from envs.user_model import UserModel
+from reccore.constants import CART, PURCHASE, VIEW
 
 Actor = Callable[[ShopperSim], np.ndarray]
 
 
 def evaluate_policy(um: UserModel, cfg: SimConfig, actor: Actor, n_episodes: int, seed: int = 0) -> dict:
-    """One session per shopper, `n_episodes` shoppers: per-episode return, length, purchases, engaged."""
+    """`n_episodes` shoppers, one episode each (one session, or a window of sessions when
+    cfg.sessions_max > 1): per-episode return, length, purchases, engaged items, sessions."""
     sim = ShopperSim(um, cfg, n=n_episodes, seed=seed)
     return run_episodes(sim, actor, np.random.default_rng(seed))
 
@@ -25,13 +42,18 @@ def dqn_actor(policy, chunk: int = 4096) -> Actor:
     """Greedy actor of a `models.dqn.policy.DecisionPolicy` (argmax of its Q-values), in chunks of rows
     so memory stays flat for many shoppers."""
     def act(sim: ShopperSim) -> np.ndarray:
-        out = np.empty(sim.n, np.int64)
-        for s in range(0, sim.n, chunk):
-            sl = slice(s, s + chunk)
-            q = policy.q_values(sim.hist_items[sl], sim.hist_events[sl], sim.feats[sl], sim.cand[sl])
-            out[sl] = q.argmax(1)
-        return out
+        return dqn_q_values(policy, sim, chunk).argmax(1)
     return act
+
+
+def dqn_q_values(policy, sim: ShopperSim, chunk: int = 4096) -> np.ndarray:
+    """Q-values [N, K] of a DecisionPolicy for the active shoppers' current candidates (0 elsewhere)."""
+    out = np.zeros(sim.cand.shape, np.float32)
+    rows = np.flatnonzero(sim.active)
+    for s in range(0, len(rows), chunk):
+        r = rows[s:s + chunk]
+        out[r] = policy.q_values(sim.hist_items[r], sim.hist_events[r], sim.feats[r], sim.cand[r])
+    return out
 
 
 def greedy(j: int) -> Actor:
@@ -42,6 +64,160 @@ def greedy(j: int) -> Actor:
 def blended(sim: ShopperSim) -> np.ndarray:
     """Greedy by the mean of the four engines' rank-normalized scores."""
     return sim.feats[:, :, :4].mean(2).argmax(1)
+
+
+# -- what the history says about each candidate (the DQN's "seen / skipped / engaged" counts) ----------
+def history_matches(sim: ShopperSim) -> tuple[np.ndarray, np.ndarray]:
+    """(shown [N, K], skipped [N, K]): candidate k appears in the visible history at all / as a skip."""
+    same = sim.cand[:, :, None] == sim.hist_items[:, None, :]                  # [N, K, L]
+    skipped = same & (sim.hist_events == HIST_SKIP)[:, None, :]
+    return same.any(-1), skipped.any(-1)
+
+
+def mask_skipped(scores: np.ndarray, skipped: np.ndarray) -> np.ndarray:
+    """Scores with skipped candidates pushed below every other one (rows where all were skipped keep
+    their order: something must be shown)."""
+    low = scores.min(1, keepdims=True) - 1.0 - (scores.max(1, keepdims=True) - scores.min(1, keepdims=True))
+    return np.where(skipped & ~skipped.all(1, keepdims=True), low, scores)
+
+
+def fresh(score: Callable[[ShopperSim], np.ndarray]) -> Actor:
+    """Argmax of score(sim) [N, K] that never re-shows an item skipped within the visible history."""
+    def act(sim: ShopperSim) -> np.ndarray:
+        return mask_skipped(score(sim), history_matches(sim)[1]).argmax(1)
+    return act
+
+
+def engine_score(j: int) -> Callable[[ShopperSim], np.ndarray]:
+    return lambda sim: sim.feats[:, :, j]
+
+
+def blend_score(sim: ShopperSim) -> np.ndarray:
+    return sim.feats[:, :, :4].mean(2)
+
+
+# -- expected-revenue greedy -------------------------------------------------------------------------
+def response_features(sim: ShopperSim) -> np.ndarray:
+    """Per-candidate inputs of the response models [N, K, F + 4]: the DQN's candidate features, the
+    history matches (shown, skipped), and the candidate's log price relative to the last item's and to
+    the mean of the engaged history items' (what a serving system knows from its catalog)."""
+    shown, skipped = history_matches(sim)
+    lp = sim.um.log_price
+    h = sim.hist_items
+    engaged = (h >= 0) & (sim.hist_events < HIST_SKIP)
+    mean_lp = (lp[np.maximum(h, 0)] * engaged).sum(1) / np.maximum(engaged.sum(1), 1)    # [N]
+    cand_lp = lp[sim.cand]
+    return np.concatenate([sim.feats, shown[..., None], skipped[..., None],
+                           (cand_lp - lp[sim.last][:, None])[..., None],
+                           (cand_lp - mean_lp[:, None])[..., None]], axis=-1).astype(np.float32)
+
+
+class ExpectedRevenueGreedy:
+    """Myopic expected reward from fitted response models:
+
+        E[r | show k] = P(click) * (view + P(convert | click) * ((1 - s) * cart + s * value(price_k)))
+                        + (1 - P(click)) * skip,
+
+    s = P(purchase | convert) measured on the same logged sample; value = the reward's price-weighted
+    purchase. P(click) and P(convert | click) are gradient-boosted classifiers (scikit-learn) over
+    `response_features`, fitted on the impressions of `n_sessions` sessions of the logging policy.
+    Skipped items are never re-shown (`mask_skipped`)."""
+
+    def __init__(self, click_model, convert_model, purchase_share: float):
+        self.click_model, self.convert_model, self.purchase_share = click_model, convert_model, purchase_share
+
+    @classmethod
+    def fit(cls, um: UserModel, cfg: SimConfig, n_sessions: int = 6000, seed: int = 0,
+            max_iter: int = 60) -> "ExpectedRevenueGreedy":
+        from sklearn.ensemble import HistGradientBoostingClassifier  # lazy: only where the baseline is fitted
+
+        sim = ShopperSim(um, cfg, n=n_sessions, seed=seed)
+        rng = np.random.default_rng(seed)
+        sim.reset()
+        xs, resps = [], []
+        alive = np.ones(sim.n, bool)
+        while alive.any():
+            a, _ = logging_policy(sim, rng)
+            x = response_features(sim)[np.arange(sim.n), a]
+            _, te, tr, resp = sim.step(a)
+            xs.append(x[alive])
+            resps.append(resp[alive])
+            alive &= ~(te | tr)
+        x, resp = np.concatenate(xs), np.concatenate(resps)
+        click = resp >= VIEW
+        conv = resp[click] >= CART
+        if click.sum() < 50 or conv.sum() < 10 or conv.all():
+            raise ValueError(f"too few logged clicks ({click.sum()}) or conversions ({conv.sum()}) to fit the "
+                             "response models; raise n_sessions")
+        kw = dict(max_iter=max_iter, learning_rate=0.1, max_leaf_nodes=15, random_state=seed)
+        with threadpool_limits(1):
+            cm = HistGradientBoostingClassifier(**kw).fit(x, click)
+            vm = HistGradientBoostingClassifier(**kw).fit(x[click], conv)
+        share = float((resp == PURCHASE).sum() / max((resp >= CART).sum(), 1))
+        return cls(cm, vm, share)
+
+    def expected_reward(self, sim: ShopperSim) -> np.ndarray:
+        """[N, K] expected immediate reward of each candidate (active rows; 0 elsewhere)."""
+        rows = np.flatnonzero(sim.active)
+        out = np.zeros(sim.cand.shape)
+        if len(rows) == 0:
+            return out
+        x = response_features(sim)[rows]
+        n, k, f = x.shape
+        flat = x.reshape(n * k, f)
+        with threadpool_limits(1):  # OpenMP threads spin-wait on a shared CPU: ~15x slower here with 2
+            pc = self.click_model.predict_proba(flat)[:, 1].reshape(n, k)
+            pq = self.convert_model.predict_proba(flat)[:, 1].reshape(n, k)
+        rc = sim.cfg.reward
+        value = sim.purchase_value(sim.cand[rows].reshape(-1)).reshape(n, k)
+        s = self.purchase_share
+        out[rows] = pc * (rc.view + pq * ((1 - s) * rc.cart + s * value)) + (1 - pc) * rc.skip
+        return out
+
+    def __call__(self, sim: ShopperSim) -> np.ndarray:
+        return mask_skipped(self.expected_reward(sim), history_matches(sim)[1]).argmax(1)
+
+
+# -- the hidden-state ceiling ------------------------------------------------------------------------
+def oracle_expected_reward(sim: ShopperSim) -> np.ndarray:
+    """[N, K] immediate expected reward from the hidden state (true click prob, conversion prob, value)."""
+    n, K = sim.cand.shape
+    value = np.zeros((n, K))
+    rc, sh = sim.cfg.reward, sim.um.cal.purchase_share
+    for k in range(K):
+        it = sim.cand[:, k]
+        pc = sim.click_prob(it)
+        same = sim.um.item_cat[it] == sim.um.item_cat[sim.last]
+        ni = np.where(same, sim.interest, sim.interest * sim.cfg.switch_keep)
+        ni = ni + sim.alpha * (1 - ni)
+        q = sim.conversion_prob(it, ni)
+        value[:, k] = (pc * ((1 - q) * rc.view + q * (sh * sim.purchase_value(it) + (1 - sh) * rc.cart))
+                       + (1 - pc) * rc.skip)
+    return value
+
+
+def myopic_oracle(sim: ShopperSim) -> np.ndarray:
+    """Argmax of the hidden-state immediate expected reward: a ceiling for myopic policies."""
+    return oracle_expected_reward(sim).argmax(1)
+
+
+def myopic_baselines(um: UserModel, cfg: SimConfig, seed: int = 0, fit_sessions: int = 6000) -> dict[str, Actor]:
+    """Every deployable myopic baseline by name (the benchmark takes the best of them)."""
+    from reccore.constants import ENGINE_ROLES
+
+    out: dict[str, Actor] = {"popularity": greedy(3)}
+    for j, e in enumerate(ENGINE_ROLES[:3]):
+        out[f"greedy_{e}"] = greedy(j)
+    out["greedy_blend"] = blended
+    for j, e in enumerate(ENGINE_ROLES):
+        out[f"fresh_{e}"] = fresh(engine_score(j))
+    out["fresh_blend"] = fresh(blend_score)
+    out["expected_revenue"] = ExpectedRevenueGreedy.fit(um, cfg, n_sessions=fit_sessions, seed=seed)
+    return out
+
+
+NEVER_RESHOWS_SKIPPED = ("fresh_", "expected_revenue")
+"""Name prefixes of the baselines that claim never to re-show an item skipped in the visible history."""
 
 
 def ci95(x: np.ndarray) -> float:
