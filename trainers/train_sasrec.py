@@ -12,11 +12,14 @@ size and --max-train-minutes, width and dropout for sparse data, a validation sa
 users); the job prints each choice and why. Flags override single fields either way.
 
 Without --num-workers the loop runs in this process (one machine). With --num-workers N it runs the
-same loop under Ray Train's `TensorflowTrainer` (data parallel, MultiWorkerMirroredStrategy): each
-worker trains on 1/N of the users, gradients are all-reduced every step, and after every epoch rank 0
-reports a Ray Train checkpoint (best weights so far + the exact training state). A failed worker
-group restarts from the latest one (--max-failures), and this driver logs and registers the final
-one. Workers read the data from --path, so on a multi-node cluster it must be on storage every node sees.
+same loop under Ray Train's `TensorflowTrainer` (data parallel, MultiWorkerMirroredStrategy in a
+custom training loop -- Keras 3's `model.fit` under that strategy is what ray issues #47464/#48910
+report broken; this loop does not use it): the training windows go to the workers as a Ray Dataset,
+each worker reads only its 1/N share (`ray.train.get_dataset_shard`), gradients are all-reduced
+every step, and after every epoch rank 0 reports a Ray Train checkpoint (best weights so far + the
+exact training state). A failed worker group restarts from the latest one (--max-failures), and this
+driver logs and registers the final one. Workers need no shared storage: the data and the catalog
+reach them through Ray's object store. Per-worker batch is --batch: the global batch is N x batch.
 
 --resume-from DIR continues a checkpoint or bench artifact that holds `train_state/` exactly where it
 stopped (optimizer, weight average, RNG, stopping counters); its network comes from DIR, the schedule
@@ -120,32 +123,55 @@ DRILL_FAIL_EPOCH = "RECSYS_DRILL_FAIL_EPOCH"  # fault drill: rank 0 raises once 
 
 
 def _worker_loop(cfg_dict: dict) -> None:
-    """Runs on every Ray Train worker: the same `SasrecEngine.fit` under MultiWorkerMirroredStrategy,
-    reporting a checkpoint after every epoch and resuming from the latest one after a restart."""
+    """Runs on every Ray Train worker: `SasrecEngine.fit_windows` on this worker's shard of the training
+    windows (`ray.train.get_dataset_shard`: no worker holds all of them) under
+    MultiWorkerMirroredStrategy, reporting a checkpoint after every epoch and resuming from the latest
+    one after a restart."""
     import contextlib
 
+    import numpy as np
+    import ray
     import ray.train
     import tensorflow as tf
 
     from models.sasrec import SasrecEngine
+    from recdata.evaluation import HistoryBatch
 
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     strategy = tf.distribute.MultiWorkerMirroredStrategy()  # TF_CONFIG is set by Ray Train
-    ds = prepare(cfg_dict["format"], cfg_dict["path"], cache_dir=cfg_dict["cache_dir"])
+    catalog = ray.get(cfg_dict["catalog"])  # id maps only (users + items), never the events
     cfg = SasrecConfig(**cfg_dict["config"])
+    # This worker's share of the training windows, in the order training_windows made them (so one
+    # worker trains exactly as an in-process run does).
+    train = _collect(ray.train.get_dataset_shard("train"), ("order", "inp", "ev", "tgt"))
+    val = _collect(ray.train.get_dataset_shard("val"), ("order", "items", "events", "target"))
+    val_hist = (HistoryBatch([np.asarray(x, np.int64) for x in val["items"]],
+                             [np.asarray(x, np.int8) for x in val["events"]]), val["target"].astype(np.int64)
+                ) if len(val["order"]) else None
     restart = ray.train.get_checkpoint()  # set when Ray Train restarts this run after a failure
     start = restart.as_directory() if restart is not None else contextlib.nullcontext(cfg_dict["resume_from"])
     with start as resume_dir:
-        engine = (SasrecEngine.for_continuation(resume_dir, cfg, ds.catalog) if resume_dir
-                  else SasrecEngine(cfg, ds.catalog))
+        engine = (SasrecEngine.for_continuation(resume_dir, cfg, catalog) if resume_dir
+                  else SasrecEngine(cfg, catalog))
     if resume_dir:
         print(f"[worker {rank}/{world}] resuming after epoch {len(engine.history)} from "
               f"{'the latest checkpoint of this run' if restart is not None else resume_dir}", flush=True)
     show = progress_printer(time.perf_counter(), prefix=f"[worker {rank}/{world}] ")
     fail_at = int(os.environ.get(DRILL_FAIL_EPOCH, 0))
 
+    def gathered(*values: float) -> np.ndarray:  # [workers, len(values)]: one all-gather
+        per = strategy.run(lambda: tf.constant([values], tf.float64))
+        return strategy.gather(per, axis=0).numpy()
+
     def report(epoch: int, rec: dict) -> None:
+        # Evidence of data parallelism, on every worker (a collective: all of them take part): the
+        # weights agree everywhere (digest min == max) and the shards add up to the whole.
+        digest = float(sum(np.abs(w).astype(np.float64).sum() for w in engine.net.get_weights()))
+        every = gathered(digest, len(train["order"]), rec["steps"])
+        rec.update({"workers": world, "weights_digest_min": float(every[:, 0].min()),
+                    "weights_digest_max": float(every[:, 0].max()), "train_windows_worker": len(train["order"]),
+                    "train_windows_total": int(every[:, 1].sum()), "steps_total": int(every[:, 2].sum())})
         if rank == 0:
             show(epoch, rec)
             if epoch == fail_at and restart is None:
@@ -160,17 +186,60 @@ def _worker_loop(cfg_dict: dict) -> None:
             ray.train.report(metrics)
 
     before = len(engine.history)
-    engine.fit(ds.train, ds.interactions.select(VAL), on_epoch=report, strategy=strategy, shard=(rank, world),
-               warm_start=bool(resume_dir))
+    engine.fit_windows(train["inp"], train["ev"], train["tgt"], val_hist, np.asarray(cfg_dict["item_counts"]),
+                       on_epoch=report, strategy=strategy, warm_start=bool(resume_dir))
     if len(engine.history) == before:  # nothing left to train: still hand the driver its checkpoint
-        report(before, {"epochs": before})
+        report(before, {"epochs": before, "steps": 0})
 
 
-def fit_distributed(args, cfg: SasrecConfig, num_workers: int):
+def _collect(shard, columns: tuple) -> dict:
+    """A Ray Data shard as numpy arrays, sorted by its `order` column."""
+    import numpy as np
+
+    parts: dict = {k: [] for k in columns}
+    for batch in shard.iter_batches(batch_size=8192, batch_format="numpy"):
+        for k in columns:
+            parts[k].append(batch[k])
+    out = {k: np.concatenate(v) if v else np.empty(0) for k, v in parts.items()}
+    order = np.argsort(out["order"], kind="stable")
+    return {k: v[order] for k, v in out.items()}
+
+
+def sharded_datasets(ds, cfg: SasrecConfig, blocks_per_worker: int = 4, num_workers: int = 1) -> dict:
+    """The Ray Datasets the workers read: `train`, the training windows (split between workers, one
+    row per window, fixed-shape tensor columns), and `val`, the validation users' histories and
+    targets (the same sample on every worker, so their early-stopping decisions agree); plus the
+    training item counts the samplers need."""
+    import numpy as np
+    import pyarrow as pa
+    import ray
+    from ray.data.extensions import ArrowTensorArray
+
+    from models.sasrec import SasrecEngine
+    from models.sasrec.model import training_windows
+
+    indptr, items, events = ds.train.sequences()
+    inp, ev, tgt = training_windows(indptr, items, events, cfg.max_len, cfg.train_windows == "all")
+    if len(inp) < num_workers:
+        raise ValueError(f"sasrec: {len(inp)} training windows cannot feed {num_workers} workers; use fewer workers")
+    step = max(1, -(-len(inp) // (blocks_per_worker * num_workers)))
+    train = ray.data.from_arrow([
+        pa.table({"order": np.arange(lo, min(lo + step, len(inp))), "inp": ArrowTensorArray.from_numpy(inp[lo:lo + step]),
+                  "ev": ArrowTensorArray.from_numpy(ev[lo:lo + step]), "tgt": ArrowTensorArray.from_numpy(tgt[lo:lo + step])})
+        for lo in range(0, len(inp), step)])
+    hist, targets = SasrecEngine._val_histories(indptr, items, events, ds.interactions.select(VAL), cfg.val_users,
+                                                cfg.seed)
+    val = ray.data.from_arrow(pa.table({
+        "order": np.arange(len(targets)), "items": pa.array([h.tolist() for h in hist.items], pa.list_(pa.int64())),
+        "events": pa.array([e.tolist() for e in hist.events], pa.list_(pa.int8())), "target": targets}))
+    return {"train": train, "val": val, "item_counts": np.bincount(items, minlength=ds.catalog.n_items)}
+
+
+def fit_distributed(args, cfg: SasrecConfig, num_workers: int, ds):
     import dataclasses
 
     import ray
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.tensorflow import TensorflowTrainer
 
     from models.sasrec import SasrecEngine
@@ -179,13 +248,18 @@ def fit_distributed(args, cfg: SasrecConfig, num_workers: int):
         ray.init(address=os.environ.get("RAY_ADDRESS") or "local", include_dashboard=False,
                  runtime_env={"env_vars": {"PYTHONPATH": os.getcwd()}})
     storage = tracking.work_dir() / "ray_train"
+    data = sharded_datasets(ds, cfg, num_workers=num_workers)
     trainer = TensorflowTrainer(
         _worker_loop,
-        train_loop_config={"format": args.fmt, "path": str(Path(args.path).resolve()),
-                           "cache_dir": str(tracking.work_dir() / "prepared"), "config": dataclasses.asdict(cfg),
+        train_loop_config={"catalog": ray.put(ds.catalog), "config": dataclasses.asdict(cfg),
+                           "item_counts": data["item_counts"].tolist(),
                            "resume_from": str(Path(args.resume_from).resolve()) if args.resume_from else None},
         scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=False,
                                      resources_per_worker={"CPU": args.cpus_per_worker}),
+        # train is split between the workers (equal shares: equal step counts, so no all-reduce waits
+        # for a worker that has finished); every worker reads all of val.
+        datasets={"train": data["train"], "val": data["val"]},
+        dataset_config=DataConfig(datasets_to_split=["train"]),
         run_config=RunConfig(name=f"sasrec-{int(time.time())}", storage_path=str(storage),
                              failure_config=FailureConfig(max_failures=args.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=2)),
@@ -223,7 +297,7 @@ def main(argv=None) -> dict:
                              "data.users": ds.catalog.n_users, "data.items": ds.catalog.n_items})
         t0 = time.perf_counter()
         if args.num_workers >= 1:
-            engine = fit_distributed(args, cfg, args.num_workers)
+            engine = fit_distributed(args, cfg, args.num_workers, ds)
             for rec in engine.history:  # the workers' per-epoch records, logged after the fact
                 tracking.log_metrics({k: v for k, v in rec.items() if k != "epoch"}, step=rec["epoch"])
         else:

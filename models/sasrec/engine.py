@@ -105,6 +105,25 @@ class SasrecEngine(Engine):
         inp, ev, tgt = training_windows(indptr, items, events, c.max_len, c.train_windows == "all")
         if len(inp) == 0:
             raise ValueError("sasrec: no user has 2+ training events; nothing to learn from")
+        rank, world = shard  # data parallel: each worker trains on its own share of users
+        per_worker = len(inp) // world if world > 1 else len(inp)  # equal step counts on all workers
+        inp, ev, tgt = (a[rank::world][:per_worker] for a in (inp, ev, tgt))
+        val_hist = (self._val_histories(indptr, items, events, val, c.val_users, c.seed)
+                    if val is not None else None)
+        return self.fit_windows(inp, ev, tgt, val_hist, np.bincount(items, minlength=self.n_items), on_epoch=on_epoch,
+                                strategy=strategy, warm_start=warm_start, progress=progress)
+
+    def fit_windows(self, inp: np.ndarray, ev: np.ndarray, tgt: np.ndarray, val_hist=None,
+                    item_counts: np.ndarray | None = None, on_epoch: Callable[[int, dict], None] | None = None,
+                    strategy=None, warm_start: bool = False, progress: bool = True) -> "SasrecEngine":
+        """`fit` on ready training windows -- this worker's share when data parallel (Ray Train feeds
+        each worker its shard through Ray Data, trainers/train_sasrec.py): inputs, events, targets
+        [W, L] as `training_windows` makes them; `val_hist`: (histories, targets) of the validation
+        users, the same on every worker; `item_counts`: training occurrences per item over all the
+        data (the popularity samplers need them)."""
+        c = self.config
+        if len(inp) == 0:
+            raise ValueError("sasrec: no training windows on this worker; nothing to learn from")
         scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
         with scope:
             # warm_start: continue from the loaded/trained weights. The network is rebuilt in this
@@ -117,11 +136,10 @@ class SasrecEngine(Engine):
                    else keras.optimizers.Adam(c.lr))
             opt.build(net.trainable_variables)
             average = WeightAverage(net.trainable_variables, c.ema_decay) if c.ema_decay else None
-        val_hist = (self._val_histories(indptr, items, events, val, c.val_users, c.seed)
-                    if val is not None else None)
+        if c.loss == "sampled" and item_counts is None:
+            raise ValueError("sasrec: the sampled loss needs item_counts (training occurrences per item)")
         # Item popularity for the non-uniform samplers: how often each item occurs in training.
-        sampler = (Sampler(c.sampler, self.n_items, c.negatives, np.bincount(items, minlength=self.n_items))
-                   if c.loss == "sampled" else None)
+        sampler = Sampler(c.sampler, self.n_items, c.negatives, item_counts) if c.loss == "sampled" else None
 
         replicas = getattr(strategy, "num_replicas_in_sync", 1)
 
@@ -144,9 +162,6 @@ class SasrecEngine(Engine):
                 per = strategy.run(inner, args=(x, e, y, pos, w, seed, denom))
                 return strategy.reduce(tf.distribute.ReduceOp.MEAN, per, axis=None)
 
-        rank, world = shard  # data parallel: each worker trains on its own share of users
-        per_worker = len(inp) // world if world > 1 else len(inp)  # equal step counts on all workers
-        inp, ev, tgt = (a[rank::world][:per_worker] for a in (inp, ev, tgt))
         lengths = (tgt > 0).sum(1)
         # Loss is a sum over tokens / a fixed count, so every target position weighs the same
         # whatever the length of the sequences its batch holds.
