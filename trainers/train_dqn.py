@@ -21,9 +21,9 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from envs.env import register_rllib, user_model  # noqa: E402
+from envs.env import register_rllib, sim_config, user_model  # noqa: E402
 from envs.policies import dqn_actor, evaluate_policy  # noqa: E402
-from envs.shopping import SimConfig, fit_engagement  # noqa: E402
+from envs.shopping import fit_engagement, fit_return_intercept  # noqa: E402
 from envs.user_model import UserModel  # noqa: E402
 from models.dqn.features import CANDIDATE_FEATURES  # noqa: E402
 from models.dqn.network import QNetwork  # noqa: E402
@@ -45,7 +45,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--num-env-runners", type=int, default=0, help="remote env runners (0 = sample in the driver)")
     p.add_argument("--envs-per-runner", type=int, default=8, help="vectorized envs per env runner")
     p.add_argument("--lr", type=float, default=5e-4)
-    p.add_argument("--gamma", type=float, default=0.9, help="discount (sessions are a few steps long)")
+    p.add_argument("--gamma", type=float, default=0.9,
+                   help="discount per step (0 = a myopic DQN: the same network and budget, immediate reward only)")
+    p.add_argument("--sim", action="append", default=[], metavar="FIELD=VALUE",
+                   help="simulator setting (envs.shopping.SimConfig field), e.g. --sim sessions_max=8 "
+                        "--sim return_rate=0.6 for episodes over a window of sessions; repeatable")
     p.add_argument("--batch", type=int, default=128, help="train batch per learner update")
     p.add_argument("--training-intensity", type=float, default=4.0, help="replayed/sampled step ratio")
     p.add_argument("--epsilon-steps", type=int, default=None,
@@ -125,19 +129,39 @@ def metric(result: dict, *path, default=float("nan")):
         return default
 
 
+def sim_overrides(pairs: list[str]) -> dict:
+    """["sessions_max=8", "return_rate=0.6"] -> {"sessions_max": 8, "return_rate": 0.6} (YAML scalars);
+    unknown fields fail with the valid ones."""
+    import yaml
+
+    values = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"--sim takes FIELD=VALUE (e.g. --sim sessions_max=8); got {pair!r}")
+        values[key.strip()] = yaml.safe_load(value)
+    sim_config(values)  # validate now: a typo fails before Ray starts
+    return values
+
+
 def prepare_env_config(args, out: Path) -> tuple[dict, object]:
-    """Fit the user model once in the driver, save it, fit the engagement once (click_max, leave_scale);
-    workers load the folder."""
+    """Fit the user model once in the driver, save it, fit the engagement once (click_max, leave_scale)
+    and, for episodes over sessions, the return model's intercept; workers load the folder."""
     um_dir = out / "user_model"
     if (um_dir / "calibration.json").exists():
         um = UserModel.load(um_dir)
     else:
         um = user_model({"data": args.path, "fmt": args.fmt, "load_kwargs": load_kwargs(args)})
         um.save(um_dir)
-    click_max, leave_scale = fit_engagement(um, SimConfig())
-    fitted = {"click_max": click_max, "leave_scale": leave_scale}
-    env_config = {"user_model": str(um_dir), "sim": fitted, "seed": args.seed}
-    return env_config, um, dataclasses.replace(SimConfig(), **fitted)
+    given = sim_overrides(getattr(args, "sim", []))
+    base = sim_config(given)
+    fitted = {}
+    if base.click_max is None:
+        fitted["click_max"], fitted["leave_scale"] = fit_engagement(um, base)
+    if base.sessions_max > 1 and base.return_intercept is None:
+        fitted["return_intercept"] = fit_return_intercept(um, dataclasses.replace(base, **fitted))
+    env_config = {"user_model": str(um_dir), "sim": {**given, **fitted}, "seed": args.seed}
+    return env_config, um, dataclasses.replace(base, **fitted)
 
 
 def main(argv=None) -> dict:
@@ -177,8 +201,8 @@ def main(argv=None) -> dict:
     try:
         state["run_id"] = run.info.run_id
         if not state["history"]:
-            tracking.log_params({**vars(args), "click_max": sim_cfg.click_max, "leave_scale": sim_cfg.leave_scale,
-                                 **um.cal.__dict__})
+            tracking.log_params({**{k: v for k, v in vars(args).items() if k != "sim"},
+                                 **{f"sim_{k}": v for k, v in env_config["sim"].items()}, **um.cal.__dict__})
         eps_sched = config.epsilon
         t0 = time.perf_counter()
         steps = state["history"][-1]["timesteps"] if state["history"] else 0
@@ -230,11 +254,11 @@ def main(argv=None) -> dict:
         # export, evaluate greedily in the vectorized simulator, log and register
         policy_dir = export_policy(algo, um, out / "policy", meta={
             "env_config": env_config, "sim_config": sim_cfg.__dict__ | {"reward": sim_cfg.reward.__dict__},
-            "train_seconds": state["train_seconds"], "timesteps": steps})
+            "train_seconds": state["train_seconds"], "timesteps": steps, "gamma": args.gamma})
         ev = evaluate_policy(um, sim_cfg, dqn_actor(DecisionPolicy.load(policy_dir)), args.eval_episodes, seed=12345)
         summary = {"eval_return": float(ev["return"].mean()), "eval_purchases": float(ev["purchases"].mean()),
-                   "eval_length": float(ev["length"].mean()), "train_seconds": state["train_seconds"],
-                   "timesteps": steps}
+                   "eval_length": float(ev["length"].mean()), "eval_sessions": float(ev["sessions"].mean()),
+                   "train_seconds": state["train_seconds"], "timesteps": steps}
         tracking.log_metrics(summary)
         mlflow.log_artifacts(str(policy_dir), artifact_path="policy")
         if args.register:

@@ -38,12 +38,44 @@ def um_dir(tmp_path_factory, rees):
     return str(user_model({"data": str(rees)}).save(tmp_path_factory.mktemp("um") / "user_model"))
 
 
-def _tiny_config(um_dir):
+def _tiny_config(um_dir, sim=None, extra=()):
     from trainers.train_dqn import build_config, parse_args
 
-    args = parse_args(["--timesteps", "400", "--d-model", "16", "--batch", "32", "--envs-per-runner", "2"])
-    cfg = build_config({"user_model": um_dir, "sim": {"click_max": 0.8}, "seed": 0}, args)
+    args = parse_args(["--timesteps", "400", "--d-model", "16", "--batch", "32", "--envs-per-runner", "2", *extra])
+    cfg = build_config({"user_model": um_dir, "sim": {"click_max": 0.8, **(sim or {})}, "seed": 0}, args)
     return cfg.reporting(min_sample_timesteps_per_iteration=200)
+
+
+def test_sim_flags_fit_the_horizon_once_and_gamma_zero_is_myopic(um_dir, tmp_path):
+    """--sim fields reach the env config with the fitted engagement and return intercept (workers do not
+    refit); --gamma 0 is the myopic DQN; a typo in a field fails before Ray starts."""
+    import shutil
+    from pathlib import Path
+
+    from trainers.train_dqn import parse_args, prepare_env_config
+
+    out = tmp_path / "work"
+    shutil.copytree(um_dir, out / "user_model")
+    args = parse_args(["--sim", "sessions_max=4", "--sim", "return_rate=0.5", "--gamma", "0"])
+    env_config, um, cfg = prepare_env_config(args, out)
+    sim = env_config["sim"]
+    assert sim["sessions_max"] == 4 and sim["return_rate"] == 0.5 and Path(env_config["user_model"]).exists()
+    assert {"click_max", "leave_scale", "return_intercept"} <= set(sim)
+    assert cfg.return_intercept == sim["return_intercept"]
+    assert _tiny_config(um_dir, extra=["--gamma", "0"]).gamma == 0.0
+    with pytest.raises(ValueError, match="valid keys"):
+        prepare_env_config(parse_args(["--sim", "sesions_max=4"]), out)
+
+
+def test_rllib_trains_on_episodes_over_sessions(ray_local, um_dir):
+    cfg = _tiny_config(um_dir, sim={"sessions_max": 3, "return_rate": 0.6}, extra=["--gamma", "0"])
+    algo = cfg.build_algo()
+    try:
+        result = algo.train()
+        assert result["env_runners"]["num_env_steps_sampled_lifetime"] >= 200
+        assert np.isfinite(result["env_runners"]["episode_return_mean"])
+    finally:
+        algo.stop()
 
 
 def _obs_batch(um_dir, n=6):
