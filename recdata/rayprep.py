@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -179,12 +180,22 @@ def _bucket_of(ids: np.ndarray, buckets: int) -> np.ndarray:
     return (pd.util.hash_array(np.asarray(ids)) % np.uint64(buckets)).astype(np.int64)
 
 
+def _items_partial(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per item of this block: its first position, and its last attribute row's position and
+    attributes. Shrinks a block to at most one row per item before the shuffle."""
+    first = df.groupby("item", sort=False)["pos"].min().rename("first_pos")
+    last = (df.loc[df["has_attrs"].to_numpy(), ["item", "pos", *ATTRS, "price"]]
+            .sort_values("pos").drop_duplicates("item", keep="last").set_index("item").rename(columns={"pos": "last_pos"}))
+    out = pd.DataFrame(first).join(last).rename_axis("item").reset_index()
+    return out.assign(last_pos=out["last_pos"].fillna(-1).astype(np.int64))
+
+
 def _items_of_bucket(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per item: its first position (the catalog order) and its last row's attributes."""
-    first = df.groupby("item", sort=False)["pos"].min()
-    last = df[df["has_attrs"]].sort_values("pos").drop_duplicates("item", keep="last").set_index("item")
-    out = pd.DataFrame({"first_pos": first})
-    out = out.join(last[[*ATTRS, "price"]])
+    """One row per item from the blocks' partials: the earliest first position (the catalog order) and
+    the attributes of the latest attribute row."""
+    first = df.groupby("item", sort=False)["first_pos"].min()
+    last = df.sort_values("last_pos").drop_duplicates("item", keep="last").set_index("item")
+    out = pd.DataFrame({"first_pos": first}).join(last[[*ATTRS, "price"]])
     return out.rename_axis("item").reset_index()
 
 
@@ -195,6 +206,8 @@ def _users_of_bucket(df: pd.DataFrame, split: str, collapse_repeats: bool) -> pd
     row count -- what the driver needs to place every row globally."""
     df = df.sort_values("pos", kind="stable").reset_index(drop=True)  # input order: encode's tie-break
     upos = df.groupby("user", sort=False)["pos"].min()
+    # Event types as read (before de-duplication): the log statistics count them per user, here.
+    per_type = pd.crosstab(df["user"], df["event"]).reindex(columns=range(len(EVENT_NAMES)), fill_value=0)
     log = EventLog(df[["user", "item", "ts", "event", "weight", "session"]], pd.DataFrame({"item": []}),
                    BadRowReport(), "", len(df))
     cat, inter = encode(log, Catalog(pd.unique(df["user"].to_numpy()), pd.unique(df["item"].to_numpy())),
@@ -208,6 +221,9 @@ def _users_of_bucket(df: pd.DataFrame, split: str, collapse_repeats: bool) -> pd
     f["pair_rank"] = f.groupby(["uidx", "iidx"], sort=False)["urank"].transform("first").to_numpy()
     f["urows"] = np.bincount(local, minlength=cat.n_users)[local]
     f["upos"] = upos.reindex(cat.user_ids).to_numpy()[local]
+    first = urank == 0
+    for code in range(len(EVENT_NAMES)):
+        f[f"n_event{code}"] = np.where(first, per_type[code].reindex(f["user"]).to_numpy(), 0).astype(np.int64)
     if "split" not in f:
         f["split"] = np.int8(TRAIN)
     return f.drop(columns=["uidx", "iidx"])
@@ -285,8 +301,16 @@ def prepare_ray(fmt: str, path: str | Path, folder: str | Path, key: str, split:
 
     _ensure_ray()
     files = input_files(path)
-    raw = ray.data.read_datasource(_datasource(files, chunksize)).materialize()
+    t0 = time.perf_counter()
+
+    def said(stage: str, what: str) -> None:  # one line per stage: where the time goes
+        print(f"[prepare ray] {stage:<7} {what} ({time.perf_counter() - t0:.1f}s)", flush=True)
+
+    # One read task per file, its chunks as blocks: no splitting into many small blocks (per-block
+    # overhead dominates on a small machine).
+    raw = ray.data.read_datasource(_datasource(files, chunksize), override_num_blocks=len(files)).materialize()
     total = raw.count()
+    said("read", f"{total:,} rows from {len(files)} file(s)")
 
     # Bad rows: counted per reason, the first lines (sorted) kept, as the pandas report does.
     def bad_of(b: pd.DataFrame) -> pd.DataFrame:
@@ -295,24 +319,24 @@ def prepare_ray(fmt: str, path: str | Path, folder: str | Path, key: str, split:
 
     bad = raw.map_batches(bad_of, batch_format="pandas").to_pandas()
     report = BadRowReport(source=str(path))
-    for reason, lines in bad.groupby("reason", sort=False)["line"]:
+    for reason, lines in (bad.groupby("reason", sort=False)["line"] if len(bad) else ()):
         report.counts[reason] = int(len(lines))
         report.lines[reason] = sorted(int(x) for x in lines)[:MAX_LINES_PER_REASON]
     events = raw.map_batches(lambda b: b[b["reason"] == ""].drop(columns=["reason"]), batch_format="pandas")
     n_good = total - report.total
+    said("checked", f"{report.total:,} bad rows")
     if n_good == 0:
         raise DataError(f"{path}: no usable rows ({report.total} bad); see the bad-row report:\n{report.summary()}")
-    counts = (events.map_batches(lambda b: pd.DataFrame({"event": np.arange(len(EVENT_NAMES)), "n": np.bincount(
-        b["event"].to_numpy(np.int64), minlength=len(EVENT_NAMES))}), batch_format="pandas")
-        .to_pandas().groupby("event")["n"].sum())
     nb = buckets or max(int(ray.cluster_resources().get("CPU", 1)), -(-n_good // 500_000))
 
     # Items: first position and last attributes, per hash bucket of items.
     item_tab = (events.select_columns(["item", "pos", "has_attrs", *ATTRS, "price"])
-                .map_batches(lambda b: b.assign(bucket=_bucket_of(b["item"].to_numpy(), nb)), batch_format="pandas")
+                .map_batches(lambda b: (lambda p: p.assign(bucket=_bucket_of(p["item"].to_numpy(), nb)))(
+                    _items_partial(b)), batch_format="pandas", batch_size=None)
                 .groupby("bucket", num_partitions=nb).map_groups(_items_of_bucket, batch_format="pandas")
                 .to_pandas().sort_values("first_pos", kind="stable").reset_index(drop=True))
 
+    said("items", f"{len(item_tab):,} items")
     # Users: one map_groups call per bucket of users.
     per_user = (events.map_batches(lambda b: b.assign(bucket=_bucket_of(b["user"].to_numpy(), nb)),
                                    batch_format="pandas")
@@ -320,11 +344,13 @@ def prepare_ray(fmt: str, path: str | Path, folder: str | Path, key: str, split:
                 .map_groups(_users_of_bucket, batch_format="pandas",
                             fn_kwargs={"split": split, "collapse_repeats": collapse_repeats})
                 .materialize())
-    users = (per_user.map_batches(lambda b: b.loc[b["urank"] == 0, ["user", "upos", "urows"]], batch_format="pandas")
+    ucols = ["user", "upos", "urows", *(f"n_event{c}" for c in range(len(EVENT_NAMES)))]
+    users = (per_user.map_batches(lambda b: b.loc[b["urank"] == 0, ucols], batch_format="pandas")
              .to_pandas()
              .sort_values("upos", kind="stable").reset_index(drop=True))
 
     n_users, n_items = len(users), len(item_tab)
+    said("users", f"{n_users:,} users in {nb} buckets")
     u_raw, i_raw = users["user"].to_numpy(np.int64), item_tab["item"].to_numpy(np.int64)
     u_ord, i_ord = np.argsort(u_raw, kind="stable"), np.argsort(i_raw, kind="stable")
     maps = {"user_sorted": u_raw[u_ord], "user_uidx": u_ord.astype(np.int64),
@@ -353,6 +379,7 @@ def prepare_ray(fmt: str, path: str | Path, folder: str | Path, key: str, split:
         for i, s in enumerate(shards):  # stable names; a reader sorts by (uidx, urank)
             s.rename(s.with_name(f"part-{i:05d}.parquet"))
         stats = _stats(tmp / "events")
+        said("written", f"{stats['rows']:,} rows in {len(shards)} shards")
 
         # The catalog, as Catalog.from_log builds it (users and items by first appearance).
         # Built as the pandas loader builds it (object arrays -> pandas' inferred string dtype).
@@ -363,7 +390,7 @@ def prepare_ray(fmt: str, path: str | Path, folder: str | Path, key: str, split:
         Catalog(u_raw, i_raw, items).save(tmp)
         log_stats = {"source": str(path), "rows_read": int(total), "users": n_users, "items": n_items,
                      "catalog_items": n_items, "interactions": int(n_good),
-                     "event_types": {name: int(counts.get(i, 0)) for i, name in enumerate(EVENT_NAMES)},
+                     "event_types": {name: int(users[f"n_event{i}"].sum()) for i, name in enumerate(EVENT_NAMES)},
                      "bad_rows": int(report.total), "bad_row_reasons": dict(report.counts)}
         meta = {"format": fmt, "path": str(path), "split": split, "fingerprint": key, **log_stats,
                 "collapse_repeats": collapse_repeats, "interactions_encoded": stats["rows"],

@@ -25,8 +25,8 @@ BAD_LINES = [  # (text, reason): every kind of bad row the loader counts
 ]
 
 
-def write_shards(folder: Path, seed: int = 0, rows: int = 1500, users: int = 120, items: int = 60
-                 ) -> tuple[Path, dict]:
+def write_shards(folder: Path, seed: int = 0, rows: int = 1500, users: int = 120, items: int = 60,
+                 bad: bool = True) -> tuple[Path, dict]:
     """Two REES46 CSV shards: users spanning both, re-views, funnel steps, equal timestamps, items
     seen again later with other attributes, and bad rows of every kind. Returns (folder, the lines
     the bad-row report must name per reason)."""
@@ -45,12 +45,13 @@ def write_shards(folder: Path, seed: int = 0, rows: int = 1500, users: int = 120
     for k, part in enumerate((lines[:half], lines[half:])):
         name = f"2019-10-{k + 1:02d}.csv"
         part = list(part)
-        for j, (text, reason) in enumerate(BAD_LINES):
+        for j, (text, reason) in enumerate(BAD_LINES if bad else []):
             at = 40 * (j + 1) + k  # 0-based index among data lines
             part.insert(at, text)
             expect.setdefault(f"{reason} [{name}]", []).append(at + 2)  # +1 header, +1 one-based
-        part.insert(300, "")  # a blank line is a bad row too (its empty event_time fails first)
-        expect[f"missing or bad event_time [{name}]"].append(302)
+        if bad:
+            part.insert(300, "")  # a blank line is a bad row too (its empty event_time fails first)
+            expect[f"missing or bad event_time [{name}]"].append(302)
         (folder / name).write_text(HEADER + "\n" + "\n".join(part) + "\n")
     return folder, expect
 
@@ -119,6 +120,10 @@ def test_cli_prepares_on_ray_data_and_names_the_fix_for_what_it_cannot(ray_local
                       "--cache", str(tmp_path / "c")]) == 0
     out = capsys.readouterr().out
     assert "(loo split, ray)" in out and "bad rows: 14 kept out" in out
+    clean, _ = write_shards(tmp_path / "clean", rows=200, bad=False)
+    assert data.main(["prepare", "--format", "rees46", "--path", str(clean / "2019-10-01.csv"), "--engine", "ray",
+                      "--cache", str(tmp_path / "c")]) == 0
+    assert "(loo split, ray)" in capsys.readouterr().out
     assert data.main(["prepare", "--format", "sasrec", "--path", str(log), "--engine", "ray",
                       "--cache", str(tmp_path / "c")]) == 2
     assert "use --engine pandas" in capsys.readouterr().err
