@@ -9,7 +9,8 @@ whole users, beside the same `users.parquet`, `items.parquet` and `meta.json`.
               by the pandas loader's own `validate_rees46_chunk`; a row is (file, line)-stamped as
               `pos = file_index << 40 | line`, which is also the input order. Bad rows travel as rows
               with a `reason`.
-    items     bucketed by hash(item): first position (the item order) and the attributes of its last row.
+    items     per block, one row per item (first position, last attribute row); then bucketed by
+              hash(item) and reduced: the item order and the attributes of each item's last row.
     users     bucketed by hash(user) % buckets, one `map_groups` call per bucket (never one per user:
               millions of tiny groups are slow): each bucket runs the pandas `encode` (de-duplication)
               and `leave_one_out` on its own users -- both only look within a user.
@@ -18,8 +19,10 @@ whole users, beside the same `users.parquet`, `items.parquet` and `meta.json`.
               user-holdout split, the same random draws as the pandas path (PCG64 advanced to each
               row's global position).
 
-Memory: the driver holds one row per user and per item (id maps, first positions, row counts), never
-the events; each task holds one chunk (read) or one bucket (users). `buckets` bounds the second.
+Memory: the driver holds one row per user and per item (id maps, first positions, row counts) and a
+bounded bad-row report, never the events; each task holds one chunk (read, `chunksize` rows) or one
+bucket (users, ~500k rows unless `buckets` says otherwise); the object store holds the checked rows
+(spilling to disk when it fills).
 """
 from __future__ import annotations
 
@@ -184,8 +187,8 @@ def _items_partial(df: pd.DataFrame) -> pd.DataFrame:
     """One row per item of this block: its first position, and its last attribute row's position and
     attributes. Shrinks a block to at most one row per item before the shuffle."""
     first = df.groupby("item", sort=False)["pos"].min().rename("first_pos")
-    last = (df.loc[df["has_attrs"].to_numpy(), ["item", "pos", *ATTRS, "price"]]
-            .sort_values("pos").drop_duplicates("item", keep="last").set_index("item").rename(columns={"pos": "last_pos"}))
+    last = (df.loc[df["has_attrs"].to_numpy(), ["item", "pos", *ATTRS, "price"]].sort_values("pos")
+            .drop_duplicates("item", keep="last").set_index("item").rename(columns={"pos": "last_pos"}))
     out = pd.DataFrame(first).join(last).rename_axis("item").reset_index()
     return out.assign(last_pos=out["last_pos"].fillna(-1).astype(np.int64))
 
@@ -312,16 +315,23 @@ def prepare_ray(fmt: str, path: str | Path, folder: str | Path, key: str, split:
     total = raw.count()
     said("read", f"{total:,} rows from {len(files)} file(s)")
 
-    # Bad rows: counted per reason, the first lines (sorted) kept, as the pandas report does.
+    # Bad rows: counted per reason, the first lines (sorted) kept, as the pandas report does. Each
+    # block sends its first MAX_LINES_PER_REASON lines per reason and a count of the rest, so the
+    # driver holds a bounded report however many rows are bad.
     def bad_of(b: pd.DataFrame) -> pd.DataFrame:
         b = b[b["reason"] != ""]
-        return pd.DataFrame({"reason": b["reason"], "line": b["pos"].to_numpy() & ((1 << LINE_BITS) - 1)})
+        lines = b["pos"].to_numpy() & ((1 << LINE_BITS) - 1)
+        bad = pd.DataFrame({"reason": b["reason"].to_numpy(object), "line": lines,
+                            "n": np.ones(len(b), np.int64)}).sort_values(["reason", "line"])
+        rank = bad.groupby("reason", sort=False).cumcount().to_numpy()
+        rest = bad[rank >= MAX_LINES_PER_REASON].groupby("reason", as_index=False)["n"].sum()
+        return pd.concat([bad[rank < MAX_LINES_PER_REASON], rest.assign(line=-1)], ignore_index=True)
 
-    bad = raw.map_batches(bad_of, batch_format="pandas").to_pandas()
+    bad = raw.map_batches(bad_of, batch_format="pandas", batch_size=None).to_pandas()
     report = BadRowReport(source=str(path))
-    for reason, lines in (bad.groupby("reason", sort=False)["line"] if len(bad) else ()):
-        report.counts[reason] = int(len(lines))
-        report.lines[reason] = sorted(int(x) for x in lines)[:MAX_LINES_PER_REASON]
+    for reason, rows in (bad.groupby("reason", sort=False) if len(bad) else ()):
+        report.counts[reason] = int(rows["n"].sum())
+        report.lines[reason] = sorted(int(x) for x in rows["line"] if x >= 0)[:MAX_LINES_PER_REASON]
     events = raw.map_batches(lambda b: b[b["reason"] == ""].drop(columns=["reason"]), batch_format="pandas")
     n_good = total - report.total
     said("checked", f"{report.total:,} bad rows")
@@ -373,7 +383,8 @@ def prepare_ray(fmt: str, path: str | Path, folder: str | Path, key: str, split:
     folder = Path(folder)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=folder.parent if folder.parent.exists() else None))
     try:
-        encoded = per_user.map_batches(_encode_rows, batch_format="pandas", fn_args=(maps_ref,))
+        # Whole blocks (batch_size=None): a map_groups block holds whole users, and so does each shard.
+        encoded = per_user.map_batches(_encode_rows, batch_format="pandas", batch_size=None, fn_args=(maps_ref,))
         encoded.write_parquet(str(tmp / "events"))
         shards = sorted((tmp / "events").glob("*.parquet"))
         for i, s in enumerate(shards):  # stable names; a reader sorts by (uidx, urank)

@@ -223,10 +223,12 @@ def sharded_datasets(ds, cfg: SasrecConfig, blocks_per_worker: int = 4, num_work
     if len(inp) < num_workers:
         raise ValueError(f"sasrec: {len(inp)} training windows cannot feed {num_workers} workers; use fewer workers")
     step = max(1, -(-len(inp) // (blocks_per_worker * num_workers)))
-    train = ray.data.from_arrow([
-        pa.table({"order": np.arange(lo, min(lo + step, len(inp))), "inp": ArrowTensorArray.from_numpy(inp[lo:lo + step]),
-                  "ev": ArrowTensorArray.from_numpy(ev[lo:lo + step]), "tgt": ArrowTensorArray.from_numpy(tgt[lo:lo + step])})
-        for lo in range(0, len(inp), step)])
+    def block(lo: int):  # rows lo..lo+step as one Arrow table with [rows, L] tensor columns
+        cut = slice(lo, lo + step)
+        return pa.table({"order": np.arange(len(inp))[cut], **{k: ArrowTensorArray.from_numpy(a[cut])
+                                                                for k, a in (("inp", inp), ("ev", ev), ("tgt", tgt))}})
+
+    train = ray.data.from_arrow([block(lo) for lo in range(0, len(inp), step)])
     hist, targets = SasrecEngine._val_histories(indptr, items, events, ds.interactions.select(VAL), cfg.val_users,
                                                 cfg.seed)
     val = ray.data.from_arrow(pa.table({

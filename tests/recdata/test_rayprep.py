@@ -26,10 +26,11 @@ BAD_LINES = [  # (text, reason): every kind of bad row the loader counts
 
 
 def write_shards(folder: Path, seed: int = 0, rows: int = 1500, users: int = 120, items: int = 60,
-                 bad: bool = True) -> tuple[Path, dict]:
+                 bad: bool = True, many_bad: int = 0) -> tuple[Path, dict]:
     """Two REES46 CSV shards: users spanning both, re-views, funnel steps, equal timestamps, items
-    seen again later with other attributes, and bad rows of every kind. Returns (folder, the lines
-    the bad-row report must name per reason)."""
+    seen again later with other attributes, and bad rows of every kind (`many_bad` more bad prices at
+    the end of the second, past the report's cap on lines). Returns (folder, the lines the bad-row
+    report must name per reason)."""
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
     t = 1569888000 + np.sort(rng.integers(0, 3000, rows))  # second resolution: many equal times
@@ -52,6 +53,9 @@ def write_shards(folder: Path, seed: int = 0, rows: int = 1500, users: int = 120
         if bad:
             part.insert(300, "")  # a blank line is a bad row too (its empty event_time fails first)
             expect[f"missing or bad event_time [{name}]"].append(302)
+        if k == 1 and many_bad:
+            expect[f"missing or bad price [{name}]"] += list(range(len(part) + 2, len(part) + 2 + many_bad))
+            part += ["2019-10-02 00:00:05 UTC,view,5,1,,,-1,7,s"] * many_bad
         (folder / name).write_text(HEADER + "\n" + "\n".join(part) + "\n")
     return folder, expect
 
@@ -78,9 +82,9 @@ def assert_same(a: PreparedDataset, b: PreparedDataset) -> None:
     assert strip(a.meta) == strip(b.meta)
 
 
-@pytest.mark.parametrize("split", ["loo", "users"])
-def test_ray_data_path_gives_the_pandas_prepared_data(ray_local, tmp_path, split):
-    log, expect = write_shards(tmp_path / "log")
+@pytest.mark.parametrize("split, many_bad", [("loo", 0), ("users", 1500)])
+def test_ray_data_path_gives_the_pandas_prepared_data(ray_local, tmp_path, split, many_bad):
+    log, expect = write_shards(tmp_path / "log", many_bad=many_bad)
     pandas_ds = prepare("rees46", log, cache_dir=tmp_path / "pandas", split=split, engine="pandas")
     folder, meta = prepare_folder("rees46", log, tmp_path / "ray", split=split, engine="ray")
     ray_ds = PreparedDataset.load(folder)
@@ -89,8 +93,9 @@ def test_ray_data_path_gives_the_pandas_prepared_data(ray_local, tmp_path, split
     f = pandas_ds.interactions.frame
     assert f["repeat"].any() and (f["event"] > 0).any() and len(np.unique(f["split"])) >= 3  # non-trivial data
     rep = meta["bad_row_report"]
-    assert rep["total"] == 2 * (len(BAD_LINES) + 1) and meta["rows_read"] == 1500 + rep["total"]
-    assert rep["lines"] == expect and rep["counts"] == {k: len(v) for k, v in expect.items()}
+    assert rep["total"] == 2 * (len(BAD_LINES) + 1) + many_bad and meta["rows_read"] == 1500 + rep["total"]
+    assert rep["counts"] == {k: len(v) for k, v in expect.items()}
+    assert rep["lines"] == {k: v[:100] for k, v in expect.items()}  # meta keeps the first 100 of each
     # Shards hold whole users: the sharded trainer can split by file without cutting a sequence.
     shards = sorted((folder / "events").glob("part-*.parquet"))
     assert meta["event_shards"] == len(shards) >= 2
