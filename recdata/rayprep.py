@@ -5,7 +5,8 @@ encoding, the de-duplication and both splits equal the pandas path's row for row
 to it); only the layout differs -- the events are Parquet shards, `events/part-*.parquet`, each holding
 whole users, beside the same `users.parquet`, `items.parquet` and `meta.json`.
 
-    read      one task per input file (CSV or Parquet, REES46 columns), streamed in chunks and checked
+    read      one task per Parquet file and per 64 MB of a CSV (byte ranges cut at line ends, lines
+              counted once, so one multi-GB file reads in parallel), streamed in chunks and checked
               by the pandas loader's own `validate_rees46_chunk`; a row is (file, line)-stamped as
               `pos = file_index << 40 | line`, which is also the input order. Bad rows travel as rows
               with a `reason`.
@@ -44,6 +45,7 @@ RAY_FORMATS = ("rees46",)
 LINE_BITS = 40  # pos = file index << 40 | line: 10^12 lines per file, 2^23 files
 ATTRS = ("category", "category_id", "brand")
 SUFFIXES = (".csv", ".parquet", ".pq")
+RANGE_BYTES = 64 << 20  # a CSV is read by one task per this many bytes
 
 
 def input_files(path: str | Path) -> list[Path]:
@@ -117,16 +119,61 @@ def _block(cols: dict | None, attrs: pd.DataFrame | None, lines_ok: np.ndarray, 
     })
 
 
-def _read_csv(fidx: int, path: Path, chunksize: int, suffix: str):
+def csv_ranges(path: Path, range_bytes: int) -> list[tuple[int, int, int]]:
+    """A CSV cut into byte ranges of about `range_bytes`, each ending at a line end: (start, end,
+    line number of its first line). Ray Data reads a file in one task; these ranges are what lets one
+    multi-GB file be read by many. Costs one pass counting newlines (no parsing)."""
+    size = path.stat().st_size
+    out = []
+    with open(path, "rb") as f:
+        start = len(f.readline())  # the header
+        line = 2
+        while start < size:
+            f.seek(min(size, start + range_bytes))
+            end = min(size, f.tell() + len(f.readline())) if start + range_bytes < size else size
+            f.seek(start)
+            newlines, left = 0, end - start
+            while left:
+                buf = f.read(min(left, 1 << 24))
+                newlines += buf.count(b"\n")
+                left -= len(buf)
+            out.append((start, end, line))
+            start, line = end, line + newlines
+    return out
+
+
+class _Shifted(_EveryLine):
+    """Lines of a range's rows are counted from its first line: shift them to the file's numbering."""
+
+    def __init__(self, shift: int):
+        super().__init__()
+        self.shift = shift
+
+    def add(self, reason: str, line_numbers) -> None:
+        super().add(reason, np.asarray(line_numbers, np.int64).ravel() + self.shift)
+
+
+def _read_csv(fidx: int, path: Path, chunksize: int, suffix: str, span: tuple[int, int, int] | None = None):
+    """Rows of one CSV (or of one byte range of it: the header, then that range as if it were the
+    file), checked chunk by chunk; lines numbered as in the whole file."""
+    import io
+
     header = _header(path)
     check_columns(path, header, REES46_COLUMNS, "rees46")
-    tracker, report, pos = LineTracker(), _EveryLine(), 0
-    for chunk in read_csv_chunks(path, chunksize, report, tracker):
+    source, shift = path, 0
+    if span is not None:
+        start, end, first_line = span
+        with open(path, "rb") as f:
+            head = f.readline()
+            f.seek(start)
+            source, shift = io.BytesIO(head + f.read(end - start)), first_line - 2
+    tracker, report, pos = LineTracker(), _Shifted(shift), 0
+    for chunk in read_csv_chunks(source, chunksize, report, tracker):
         n = len(chunk)
-        lines = tracker.lines_of(np.arange(pos, pos + n, dtype=np.int64))
+        lines = tracker.lines_of(np.arange(pos, pos + n, dtype=np.int64))  # counted from the range's start
         pos += n
         ok, cols, attrs = validate_rees46_chunk(chunk, lines, report)
-        yield _block(cols, attrs, lines[ok], report, fidx, suffix)
+        yield _block(cols, attrs, lines[ok] + shift, report, fidx, suffix)
         report.counts.clear()
         report.lines.clear()
 
@@ -151,26 +198,34 @@ def _read_parquet(fidx: int, path: Path, chunksize: int, suffix: str):
         yield _block(cols, attrs, lines[ok], report, fidx, suffix)
 
 
-def _datasource(files: list[Path], chunksize: int):
+def _datasource(files: list[Path], chunksize: int, range_bytes: int):
     from ray.data.block import BlockMetadata
     from ray.data.datasource import Datasource, ReadTask
 
     several = len(files) > 1
 
+    tasks = []
+    for i, f in enumerate(files):
+        suffix = f" [{f.name}]" if several else ""  # the pandas loader's per-file reasons
+        if f.suffix == ".csv":
+            for span in csv_ranges(f, range_bytes) or [None]:
+                size = int(f.stat().st_size if span is None else span[1] - span[0])
+                tasks.append(ReadTask(lambda i=i, f=f, s=suffix, sp=span: _read_csv(i, f, chunksize, s, sp),
+                                      BlockMetadata(num_rows=None, size_bytes=size, exec_stats=None,
+                                                    input_files=[str(f)])))
+        else:
+            tasks.append(ReadTask(lambda i=i, f=f, s=suffix: _read_parquet(i, f, chunksize, s),
+                                  BlockMetadata(num_rows=None, size_bytes=int(f.stat().st_size),
+                                                exec_stats=None, input_files=[str(f)])))
+
     class Rees46Shards(Datasource):
-        """One read task per file: a file is the unit Ray Data reads (it never splits one)."""
+        """One read task per Parquet file and per `range_bytes` of a CSV (Ray Data itself never
+        splits a file: a 5 GB CSV would be read by one task)."""
 
         def estimate_inmemory_data_size(self):
             return sum(f.stat().st_size for f in files)
 
         def get_read_tasks(self, parallelism, per_task_row_limit=None, data_context=None):
-            tasks = []
-            for i, f in enumerate(files):
-                suffix = f" [{f.name}]" if several else ""  # the pandas loader's per-file reasons
-                reader = _read_csv if f.suffix == ".csv" else _read_parquet
-                tasks.append(ReadTask(lambda i=i, f=f, r=reader, s=suffix: r(i, f, chunksize, s),
-                                      BlockMetadata(num_rows=None, size_bytes=int(f.stat().st_size),
-                                                    exec_stats=None, input_files=[str(f)])))
             return tasks
 
     return Rees46Shards()
@@ -286,10 +341,10 @@ def _ensure_ray() -> None:
 
 def prepare_ray(fmt: str, path: str | Path, folder: str | Path, key: str, split: str = "loo",
                 collapse_repeats: bool = True, buckets: int | None = None, chunksize: int = 500_000,
-                **load_kw) -> dict:
+                range_bytes: int | None = None, **load_kw) -> dict:
     """Prepare `path` on Ray Data into `folder` (Parquet shards + catalog + meta.json); returns the meta.
     `buckets`: user (and item) hash buckets, each one task's worth of rows (default: ~500k rows each,
-    at least one per CPU)."""
+    at least one per CPU); `range_bytes`: a CSV is read by one task per this many bytes."""
     if fmt not in RAY_FORMATS:
         raise DataError(f"the Ray Data preparation reads {', '.join(RAY_FORMATS)} logs, not {fmt!r}; "
                         "use --engine pandas")
@@ -309,11 +364,13 @@ def prepare_ray(fmt: str, path: str | Path, folder: str | Path, key: str, split:
     def said(stage: str, what: str) -> None:  # one line per stage: where the time goes
         print(f"[prepare ray] {stage:<7} {what} ({time.perf_counter() - t0:.1f}s)", flush=True)
 
-    # One read task per file, its chunks as blocks: no splitting into many small blocks (per-block
-    # overhead dominates on a small machine).
-    raw = ray.data.read_datasource(_datasource(files, chunksize), override_num_blocks=len(files)).materialize()
+    # One read task per Parquet file and per range of a CSV, its chunks as blocks: no splitting into
+    # many small blocks (per-block overhead dominates on a small machine).
+    source = _datasource(files, chunksize, range_bytes or RANGE_BYTES)
+    n_tasks = len(source.get_read_tasks(1))
+    raw = ray.data.read_datasource(source, override_num_blocks=n_tasks).materialize()
     total = raw.count()
-    said("read", f"{total:,} rows from {len(files)} file(s)")
+    said("read", f"{total:,} rows from {len(files)} file(s) in {n_tasks} read task(s)")
 
     # Bad rows: counted per reason, the first lines (sorted) kept, as the pandas report does. Each
     # block sends its first MAX_LINES_PER_REASON lines per reason and a count of the rest, so the

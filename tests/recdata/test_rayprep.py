@@ -83,8 +83,13 @@ def assert_same(a: PreparedDataset, b: PreparedDataset) -> None:
 
 
 @pytest.mark.parametrize("split, many_bad", [("loo", 0), ("users", 1500)])
-def test_ray_data_path_gives_the_pandas_prepared_data(ray_local, tmp_path, split, many_bad):
+def test_ray_data_path_gives_the_pandas_prepared_data(ray_local, tmp_path, monkeypatch, split, many_bad):
     log, expect = write_shards(tmp_path / "log", many_bad=many_bad)
+    from recdata import rayprep
+
+    # Each ~70 KB file read as byte ranges of ~20 KB by several tasks, lines counted across them.
+    monkeypatch.setattr(rayprep, "RANGE_BYTES", 20_000)
+    assert all(len(rayprep.csv_ranges(f, 20_000)) >= 3 for f in log.glob("*.csv"))
     pandas_ds = prepare("rees46", log, cache_dir=tmp_path / "pandas", split=split, engine="pandas")
     folder, meta = prepare_folder("rees46", log, tmp_path / "ray", split=split, engine="ray")
     ray_ds = PreparedDataset.load(folder)
@@ -132,3 +137,17 @@ def test_cli_prepares_on_ray_data_and_names_the_fix_for_what_it_cannot(ray_local
     assert data.main(["prepare", "--format", "sasrec", "--path", str(log), "--engine", "ray",
                       "--cache", str(tmp_path / "c")]) == 2
     assert "use --engine pandas" in capsys.readouterr().err
+
+
+def test_csv_ranges_cover_the_file_at_line_ends_with_their_line_numbers(tmp_path):
+    from recdata.rayprep import csv_ranges
+
+    log, _ = write_shards(tmp_path / "log", rows=400)
+    f = log / "2019-10-01.csv"
+    data = f.read_bytes()
+    for size in (1, 997, 5_000, 10**9):
+        spans = csv_ranges(f, size)
+        assert spans[0][0] == data.index(b"\n") + 1 and spans[-1][1] == len(data)
+        assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))  # contiguous, nothing read twice
+        for start, end, line in spans:
+            assert data[end - 1:end] == b"\n" and line == data[:start].count(b"\n") + 1
