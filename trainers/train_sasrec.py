@@ -120,6 +120,7 @@ def learning_curve(history: list[dict]):
 
 # -- Ray Train (data parallel) ------------------------------------------------------------------
 DRILL_FAIL_EPOCH = "RECSYS_DRILL_FAIL_EPOCH"  # fault drill: rank 0 raises once at this epoch
+VAL_METRICS = ("hr@10", "ndcg@10", "hr@20", "ndcg@20", "mrr")  # SasrecEngine._evaluate's, per-user means
 
 
 def _worker_loop(cfg_dict: dict) -> None:
@@ -145,10 +146,12 @@ def _worker_loop(cfg_dict: dict) -> None:
     # This worker's share of the training windows, in the order training_windows made them (so one
     # worker trains exactly as an in-process run does).
     train = _collect(ray.train.get_dataset_shard("train"), ("order", "inp", "ev", "tgt"))
-    val = _collect(ray.train.get_dataset_shard("val"), ("order", "items", "events", "target"))
+    # Validation users: every worker streams the list and keeps every world-th one from its rank.
+    val = _collect(ray.train.get_dataset_shard("val"), ("order", "items", "events", "target"),
+                   keep=lambda order: order % world == rank)
     val_hist = (HistoryBatch([np.asarray(x, np.int64) for x in val["items"]],
                              [np.asarray(x, np.int8) for x in val["events"]]), val["target"].astype(np.int64)
-                ) if len(val["order"]) else None
+                ) if cfg_dict["val_users"] else None
     restart = ray.train.get_checkpoint()  # set when Ray Train restarts this run after a failure
     start = restart.as_directory() if restart is not None else contextlib.nullcontext(cfg_dict["resume_from"])
     with start as resume_dir:
@@ -164,14 +167,22 @@ def _worker_loop(cfg_dict: dict) -> None:
         per = strategy.run(lambda: tf.constant([values], tf.float64))
         return strategy.gather(per, axis=0).numpy()
 
+    def evaluate(hist, targets) -> dict:  # this worker's share of the validation users, combined
+        local = (SasrecEngine._evaluate(engine, hist, targets) if len(targets)
+                 else dict.fromkeys(VAL_METRICS, 0.0))
+        every = gathered(len(targets), *(local[k] for k in VAL_METRICS))
+        n = every[:, 0]
+        return {k: float((every[:, i + 1] * n).sum() / n.sum()) for i, k in enumerate(VAL_METRICS)}
+
     def report(epoch: int, rec: dict) -> None:
         # Evidence of data parallelism, on every worker (a collective: all of them take part): the
         # weights agree everywhere (digest min == max) and the shards add up to the whole.
         digest = float(sum(np.abs(w).astype(np.float64).sum() for w in engine.net.get_weights()))
-        every = gathered(digest, len(train["order"]), rec["steps"])
+        every = gathered(digest, len(train["order"]), rec["steps"], len(val["order"]))
         rec.update({"workers": world, "weights_digest_min": float(every[:, 0].min()),
                     "weights_digest_max": float(every[:, 0].max()), "train_windows_worker": len(train["order"]),
-                    "train_windows_total": int(every[:, 1].sum()), "steps_total": int(every[:, 2].sum())})
+                    "train_windows_total": int(every[:, 1].sum()), "steps_total": int(every[:, 2].sum()),
+                    "val_users_worker": len(val["order"]), "val_users_total": int(every[:, 3].sum())})
         if rank == 0:
             show(epoch, rec)
             if epoch == fail_at and restart is None:
@@ -187,19 +198,21 @@ def _worker_loop(cfg_dict: dict) -> None:
 
     before = len(engine.history)
     engine.fit_windows(train["inp"], train["ev"], train["tgt"], val_hist, np.asarray(cfg_dict["item_counts"]),
-                       on_epoch=report, strategy=strategy, warm_start=bool(resume_dir))
+                       on_epoch=report, strategy=strategy, warm_start=bool(resume_dir), evaluate=evaluate)
     if len(engine.history) == before:  # nothing left to train: still hand the driver its checkpoint
         report(before, {"epochs": before, "steps": 0})
 
 
-def _collect(shard, columns: tuple) -> dict:
-    """A Ray Data shard as numpy arrays, sorted by its `order` column."""
+def _collect(shard, columns: tuple, keep=None) -> dict:
+    """A Ray Data shard as numpy arrays, sorted by its `order` column; `keep(order) -> mask`: only
+    those rows (the others stream past)."""
     import numpy as np
 
     parts: dict = {k: [] for k in columns}
     for batch in shard.iter_batches(batch_size=8192, batch_format="numpy"):
+        mask = keep(batch["order"]) if keep is not None else slice(None)
         for k in columns:
-            parts[k].append(batch[k])
+            parts[k].append(batch[k][mask])
     out = {k: np.concatenate(v) if v else np.empty(0) for k, v in parts.items()}
     order = np.argsort(out["order"], kind="stable")
     return {k: v[order] for k, v in out.items()}
@@ -208,8 +221,8 @@ def _collect(shard, columns: tuple) -> dict:
 def sharded_datasets(ds, cfg: SasrecConfig, blocks_per_worker: int = 4, num_workers: int = 1) -> dict:
     """The Ray Datasets the workers read: `train`, the training windows (split between workers, one
     row per window, fixed-shape tensor columns), and `val`, the validation users' histories and
-    targets (the same sample on every worker, so their early-stopping decisions agree); plus the
-    training item counts the samplers need."""
+    targets (each worker keeps every world-th; their metrics are combined, so every worker takes the
+    same early-stopping decision); plus the training item counts the samplers need."""
     import numpy as np
     import pyarrow as pa
     import ray
@@ -254,12 +267,12 @@ def fit_distributed(args, cfg: SasrecConfig, num_workers: int, ds):
     trainer = TensorflowTrainer(
         _worker_loop,
         train_loop_config={"catalog": ray.put(ds.catalog), "config": dataclasses.asdict(cfg),
-                           "item_counts": data["item_counts"].tolist(),
+                           "item_counts": data["item_counts"].tolist(), "val_users": data["val"].count(),
                            "resume_from": str(Path(args.resume_from).resolve()) if args.resume_from else None},
         scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=False,
                                      resources_per_worker={"CPU": args.cpus_per_worker}),
         # train is split between the workers (equal shares: equal step counts, so no all-reduce waits
-        # for a worker that has finished); every worker reads all of val.
+        # for a worker that has finished); val streams past every worker, each keeping its share.
         datasets={"train": data["train"], "val": data["val"]},
         dataset_config=DataConfig(datasets_to_split=["train"]),
         run_config=RunConfig(name=f"sasrec-{int(time.time())}", storage_path=str(storage),

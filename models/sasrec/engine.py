@@ -115,13 +115,17 @@ class SasrecEngine(Engine):
 
     def fit_windows(self, inp: np.ndarray, ev: np.ndarray, tgt: np.ndarray, val_hist=None,
                     item_counts: np.ndarray | None = None, on_epoch: Callable[[int, dict], None] | None = None,
-                    strategy=None, warm_start: bool = False, progress: bool = True) -> "SasrecEngine":
+                    strategy=None, warm_start: bool = False, progress: bool = True,
+                    evaluate: Callable[[HistoryBatch, np.ndarray], dict] | None = None) -> "SasrecEngine":
         """`fit` on ready training windows -- this worker's share when data parallel (Ray Train feeds
         each worker its shard through Ray Data, trainers/train_sasrec.py): inputs, events, targets
         [W, L] as `training_windows` makes them; `val_hist`: (histories, targets) of the validation
-        users, the same on every worker; `item_counts`: training occurrences per item over all the
-        data (the popularity samplers need them)."""
+        users; `item_counts`: training occurrences per item over all the data (the popularity samplers
+        need them); `evaluate(histories, targets) -> metrics`: validation (default: `_evaluate`; data
+        parallel: each worker scores its share of the validation users and the means are combined, so
+        every worker takes the same early-stopping decision)."""
         c = self.config
+        evaluate = evaluate or self._evaluate
         if len(inp) == 0:
             raise ValueError("sasrec: no training windows on this worker; nothing to learn from")
         scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
@@ -224,12 +228,12 @@ class SasrecEngine(Engine):
             if out_of_time and bar.done < len(batches):
                 rec["stopped_mid_epoch"] = True
             if val_hist is not None and (epoch % c.eval_every == 0 or epoch == c.epochs or out_of_time):
-                val, weights = self._evaluate(*val_hist), None
+                val, weights = evaluate(*val_hist), None
                 if average is not None:
                     # Validate the averaged weights too; `val_*` are the metrics of the better one.
                     rec.update({"val_raw_ndcg@10": val["ndcg@10"], "val_weights": "raw"})
                     with average.applied():
-                        val_avg = self._evaluate(*val_hist)
+                        val_avg = evaluate(*val_hist)
                         rec["val_ema_ndcg@10"] = val_avg["ndcg@10"]
                         if val_avg["ndcg@10"] > val["ndcg@10"]:
                             val, weights, rec["val_weights"] = val_avg, net.get_weights(), "ema"

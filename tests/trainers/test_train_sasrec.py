@@ -184,6 +184,8 @@ def test_two_workers_on_two_nodes_train_in_sync_on_their_own_shards(home, monkey
     assert [r["train_windows_total"] for r in history] == [windows] * 3  # the shards add up to all the data
     assert [r["train_windows_worker"] for r in history] == [windows // 2] * 3  # each worker holds half
     assert history[0]["steps"] > 0 and [r["steps_total"] for r in history] == [2 * r["steps"] for r in history]
+    val_users = len(ds.interactions.select(VAL))  # validation too: each worker scores its half
+    assert [(r["val_users_worker"], r["val_users_total"]) for r in history] == [(val_users // 2, val_users)] * 3
     losses = [r["loss"] for r in history]
     assert losses[-1] < losses[0]
     np.testing.assert_allclose(losses, [r["loss"] for r in reference], rtol=0.03)
