@@ -25,7 +25,8 @@ Schedule on sparse data (amazon-toys validation, 30-min budget, chosen on valida
 lr 1e-3 early-stopped at 42 epochs with best val NDCG@10 0.0688; halving the lr after 3 checks without
 improvement (never in the first 15 epochs) plus an EMA of the weights reached 0.0698 at 50 epochs. A
 decay allowed from epoch 1 fired during the first epochs' popularity-level plateau and cost a third of
-the val NDCG@10 by epoch 11.
+the val NDCG@10 by epoch 11. With that schedule, 1024 uniform negatives instead of 256 (same steps, ~3 ms
+more a step) raised the best val NDCG@10 from 0.0698 to 0.0716 (45 epochs, early-stopped).
 """
 from __future__ import annotations
 
@@ -45,6 +46,9 @@ MIN_CE_EPOCHS_DENSE = 25
 MIN_CE_EPOCHS_SPARSE = 100
 # Without a budget, CE up to this catalog size (memory is bounded by chunking; time grows linearly).
 CE_MAX_ITEMS_UNBOUNDED = 50_000
+# Uniform negatives of the sampled loss (plus the batch's own targets), at most a quarter of the catalog.
+# They add ~3 ms to a ~90 ms step at 1024, and more of them sharpen the ranking near the top (see above).
+SAMPLED_NEGATIVES = 1024
 VAL_USERS = 10_000  # validation sample above this many users: ~10 s a check here, fixed seed
 
 
@@ -102,8 +106,9 @@ def derive_config(train: Interactions, budget_minutes: float | None = None,
         cfg["loss"] = "ce"
         reasons.append(f"loss ce (full softmax, the strongest): {why}")
     else:
-        cfg.update(loss="sampled", sampler="mixed", negatives=256, logq_correction=True)
-        reasons.append(f"loss sampled, in-batch + 256 uniform negatives, log-Q corrected (cheaper a step than "
+        negatives = int(min(SAMPLED_NEGATIVES, max(1, n_items // 4)))
+        cfg.update(loss="sampled", sampler="mixed", negatives=negatives, logq_correction=True)
+        reasons.append(f"loss sampled, in-batch + {negatives} uniform negatives, log-Q corrected (cheaper a step than "
                        f"CE, and on sparse data better within a budget): {why}")
 
     cfg["val_users"] = VAL_USERS if n_users > VAL_USERS else None

@@ -50,8 +50,11 @@ def test_large_catalog_on_a_tight_budget_gets_the_sampled_loss_and_a_validation_
     big = log_of(lengths, 200_000)
     cfg, reasons = derive_config(big, budget_minutes=30)
     assert cfg.loss == "sampled" and cfg.sampler == "mixed" and cfg.logq_correction
-    assert cfg.val_users == 10_000
+    assert cfg.val_users == 10_000 and cfg.negatives == 1024
     assert any("sample of 10000 of 40000 users" in r for r in reasons)
+    # A small catalog on a tight budget: at most a quarter of it as uniform negatives.
+    small = derive_config(log_of(lengths, 2000), budget_minutes=1)[0]
+    assert small.loss == "sampled" and small.negatives == 500
     # The same catalog with a generous budget affords full CE; without any budget, too big for it.
     assert derive_config(big, budget_minutes=24 * 60)[0].loss == "ce"
     assert derive_config(big, budget_minutes=None)[0].loss == "sampled"
