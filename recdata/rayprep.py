@@ -411,6 +411,7 @@ def prepare_ray(fmt: str, path: str | Path, folder: str | Path, key: str, split:
                 .map_groups(_users_of_bucket, batch_format="pandas",
                             fn_kwargs={"split": split, "collapse_repeats": collapse_repeats})
                 .materialize())
+    del raw, events  # the checked rows leave the object store: per_user holds what is left to do
     ucols = ["user", "upos", "urows", *(f"n_event{c}" for c in range(len(EVENT_NAMES)))]
     users = (per_user.map_batches(lambda b: b.loc[b["urank"] == 0, ucols], batch_format="pandas")
              .to_pandas()

@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     pr.add_argument("--engine", choices=ENGINES, default="auto",
                     help="pandas: in this process; ray: Ray Data (one task per input file, users bucketed by "
                          "hash; the same prepared data); auto (default): ray for one REES46 input of at least "
-                         "$RECSYS_RAY_PREPARE_BYTES bytes (default 1 GiB), else pandas")
+                         "$RECSYS_RAY_PREPARE_BYTES bytes (default 2 GiB), else pandas")
     pr.set_defaults(func=prepare_cmd)
     sub.add_parser("synth", help="synthetic REES46-schema log (`recsys data synth --help` for options)")
     argv = list(sys.argv[1:] if argv is None else argv)
