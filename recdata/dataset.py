@@ -305,7 +305,7 @@ def choose_engine(engine: str, fmt: str, path, load_kw: dict | None = None) -> s
         raise DataError(f"unknown engine {engine!r}; use one of {', '.join(ENGINES)}")
     if engine != "auto":
         return engine
-    from recdata.rayprep import RAY_FORMATS, input_bytes
+    from recdata.rayread import RAY_FORMATS, input_bytes
 
     if fmt not in RAY_FORMATS or isinstance(path, (list, tuple)) and len(path) != 1 or load_kw:
         return "pandas"

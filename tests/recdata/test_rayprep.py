@@ -86,10 +86,11 @@ def assert_same(a: PreparedDataset, b: PreparedDataset) -> None:
 def test_ray_data_path_gives_the_pandas_prepared_data(ray_local, tmp_path, monkeypatch, split, many_bad):
     log, expect = write_shards(tmp_path / "log", many_bad=many_bad)
     from recdata import rayprep
+    from recdata.rayread import csv_ranges
 
     # Each ~70 KB file read as byte ranges of ~20 KB by several tasks, lines counted across them.
     monkeypatch.setattr(rayprep, "RANGE_BYTES", 20_000)
-    assert all(len(rayprep.csv_ranges(f, 20_000)) >= 3 for f in log.glob("*.csv"))
+    assert all(len(csv_ranges(f, 20_000)) >= 3 for f in log.glob("*.csv"))
     pandas_ds = prepare("rees46", log, cache_dir=tmp_path / "pandas", split=split, engine="pandas")
     folder, meta = prepare_folder("rees46", log, tmp_path / "ray", split=split, engine="ray")
     ray_ds = PreparedDataset.load(folder)
@@ -140,7 +141,7 @@ def test_cli_prepares_on_ray_data_and_names_the_fix_for_what_it_cannot(ray_local
 
 
 def test_csv_ranges_cover_the_file_at_line_ends_with_their_line_numbers(tmp_path):
-    from recdata.rayprep import csv_ranges
+    from recdata.rayread import csv_ranges
 
     log, _ = write_shards(tmp_path / "log", rows=400)
     f = log / "2019-10-01.csv"
