@@ -212,8 +212,9 @@ def prepare_ray(fmt: str, path: str | Path, folder: str | Path, key: str, split:
 
     said("items", f"{len(item_tab):,} items")
     # Users: one map_groups call per bucket of users.
-    per_user = (events.map_batches(lambda b: b.assign(bucket=_bucket_of(b["user"].to_numpy(), nb)),
-                                   batch_format="pandas")
+    # Only what the per-user steps read crosses the shuffle (not the item attributes).
+    per_user = (events.select_columns(["user", "item", "ts", "event", "weight", "session", "pos"])
+                .map_batches(lambda b: b.assign(bucket=_bucket_of(b["user"].to_numpy(), nb)), batch_format="pandas")
                 .groupby("bucket", num_partitions=nb)
                 .map_groups(_users_of_bucket, batch_format="pandas",
                             fn_kwargs={"split": split, "collapse_repeats": collapse_repeats})
