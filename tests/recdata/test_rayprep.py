@@ -152,3 +152,30 @@ def test_csv_ranges_cover_the_file_at_line_ends_with_their_line_numbers(tmp_path
         assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))  # contiguous, nothing read twice
         for start, end, line in spans:
             assert data[end - 1:end] == b"\n" and line == data[:start].count(b"\n") + 1
+
+
+def test_parquet_shards_prepare_as_their_csv_does(ray_local, tmp_path):
+    """The same log as Parquet shards (one all strings, one typed: timestamps, ints, floats, as a
+    re-partitioned export would be) gives the CSV's prepared data; a bad Parquet row is named by its
+    row number."""
+    log, _ = write_shards(tmp_path / "csv", rows=600, bad=False)
+    pq = tmp_path / "pq"
+    pq.mkdir()
+    for k, f in enumerate(sorted(log.glob("*.csv"))):
+        df = pd.read_csv(f, dtype=str, keep_default_na=False)
+        if k == 1:
+            df.loc[5, "price"] = ""  # a bad row in both forms: CSV line 7, Parquet row 6
+            df.to_csv(f, index=False)
+            df = df.assign(event_time=pd.to_datetime(df["event_time"], format="%Y-%m-%d %H:%M:%S UTC", utc=True),
+                           product_id=df["product_id"].astype("int64"), user_id=df["user_id"].astype("int64"),
+                           price=pd.to_numeric(df["price"]))
+        df.to_parquet(pq / f.with_suffix(".parquet").name, index=False)
+    from_csv = prepare("rees46", log, engine="pandas")
+    folder, meta = prepare_folder("rees46", pq, tmp_path / "ray", engine="ray")
+    assert from_csv.meta["bad_row_report"]["lines"] == {"missing or bad price [2019-10-02.csv]": [7]}
+    assert meta["bad_row_report"]["lines"] == {"missing or bad price [2019-10-02.parquet]": [6]}
+    from_pq = PreparedDataset.load(folder)
+    np.testing.assert_array_equal(from_pq.catalog.user_ids, from_csv.catalog.user_ids)
+    np.testing.assert_array_equal(from_pq.catalog.item_ids, from_csv.catalog.item_ids)
+    pd.testing.assert_frame_equal(from_pq.catalog.items, from_csv.catalog.items)
+    pd.testing.assert_frame_equal(from_pq.interactions.frame, from_csv.interactions.frame)
