@@ -44,6 +44,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--time-budget-s", type=float, default=None, help="stop this invocation after this many seconds")
     p.add_argument("--num-env-runners", type=int, default=0, help="remote env runners (0 = sample in the driver)")
     p.add_argument("--envs-per-runner", type=int, default=8, help="vectorized envs per env runner")
+    p.add_argument("--vectorize", choices=("native", "sync"), default="native",
+                   help="native: each runner steps its shoppers as one numpy batch (envs.env.ShoppingVectorEnv); "
+                        "sync: gymnasium's SyncVectorEnv over one-shopper envs (a Python loop per step)")
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--gamma", type=float, default=0.9,
                    help="discount per step (0 = a myopic DQN: the same network and budget, immediate reward only)")
@@ -71,6 +74,7 @@ def build_config(env_config: dict, args: argparse.Namespace):
     from ray.rllib.algorithms.dqn import DQNConfig
     from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
+    from envs.env import reseed_vector_env
     from models.dqn.rl_module import TransformerDQNModule  # subclasses an RLlib module: needs RLlib
 
     name = register_rllib()
@@ -80,7 +84,9 @@ def build_config(env_config: dict, args: argparse.Namespace):
         .environment(name, env_config=env_config)
         .framework("torch")
         .env_runners(num_env_runners=args.num_env_runners, num_envs_per_env_runner=args.envs_per_runner,
-                     rollout_fragment_length=16)
+                     rollout_fragment_length=16,
+                     gym_env_vectorize_mode="vector_entry_point" if args.vectorize == "native" else "sync")
+        .callbacks(on_environment_created=reseed_vector_env)
         .training(
             lr=args.lr, gamma=args.gamma, train_batch_size_per_learner=args.batch,
             replay_buffer_config={"type": "EpisodeReplayBuffer", "capacity": 100_000},
