@@ -47,14 +47,14 @@ def run_setup(name: str, flags: list[str], common: list[str], minutes: float, ev
     curve, train_s, next_eval = [], 0.0, eval_every
     steps = updates = 0
     try:
-        while train_s < 60 * minutes:
+        while train_s < 60 * minutes and steps < args.timesteps:
             t0 = time.perf_counter()
             result = algo.train()
             train_s += time.perf_counter() - t0
             steps = int(metric(result, "env_runners", "num_env_steps_sampled_lifetime", default=0))
             updates = int(metric(result, "learners", "default_policy", "num_module_steps_trained_lifetime",
                                  default=0) / max(args.batch, 1))
-            if train_s >= next_eval or train_s >= 60 * minutes:
+            if train_s >= next_eval or train_s >= 60 * minutes or steps >= args.timesteps:
                 next_eval = train_s + eval_every
                 policy = DecisionPolicy.load(export_policy(algo, um, work / name / "policy"))
                 ev = evaluate_policy(um, sim_cfg, dqn_actor(policy), eval_episodes, seed=777)["return"]
@@ -83,10 +83,13 @@ def main(argv=None) -> dict:
                                              "'--envs-per-runner 64 --training-intensity 2'")
     p.add_argument("--work", default=None, help="folder for the runs (default: a temporary one)")
     p.add_argument("--d-model", default="32")
+    p.add_argument("--timesteps", type=int, default=150_000, help="train_dqn --timesteps of both setups")
     args = p.parse_args(argv)
     import ray  # lazy: the options parse without Ray
 
-    common = ["--timesteps", "10000000", "--d-model", args.d_model, "--eval-episodes", "500",
+    # the trainer's own --timesteps: epsilon anneals over 40% of it, so a longer nominal run would keep the
+    # behaviour policy near random for the whole measurement; the wall clock (--minutes) may stop it first
+    common = ["--timesteps", str(args.timesteps), "--d-model", args.d_model, "--eval-episodes", "500",
               *[x for s in args.sim for x in ("--sim", s)]]
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.work or tmp)
