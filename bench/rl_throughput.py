@@ -89,7 +89,7 @@ def main(argv=None) -> dict:
 
     # the trainer's own --timesteps: epsilon anneals over 40% of it, so a longer nominal run would keep the
     # behaviour policy near random for the whole measurement; the wall clock (--minutes) may stop it first
-    common = ["--timesteps", str(args.timesteps), "--d-model", args.d_model, "--eval-episodes", "500",
+    common = ["--timesteps", str(args.timesteps), "--d-model", args.d_model,
               *[x for s in args.sim for x in ("--sim", s)]]
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.work or tmp)
