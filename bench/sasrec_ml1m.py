@@ -57,7 +57,7 @@ def main(argv=None) -> dict:
     p.add_argument("--continue-from", help="continue training this saved artifact (its epochs and "
                    "train_seconds count toward the reported totals)")
     p.add_argument("--out", default=".recsys/bench/sasrec_ml1m", help="where the trained artifact goes")
-    p.add_argument("--max-users", type=int, help="evaluate the first N test users only (smoke runs)")
+    p.add_argument("--max-users", type=int, help="evaluate a seeded sample of N test users only (smoke runs)")
     args = p.parse_args(argv)
 
     ds = prepare("sasrec", args.path, cache_dir=".recsys/prepared")

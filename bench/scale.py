@@ -12,10 +12,13 @@ October's 166,794 at 4*10^7), written once under --out/<size>/ and reused. For e
                    (bench/scale_parts.py: summed PSS of the CLI, Ray's GCS, raylet and every worker).
   pipeline         `recsys pipeline --force` with a config whose budgets scale with the rung:
                    B = max(--min-budget-minutes, --budget-minutes * N / 10^7) minutes in all, of which
-                   SASRec gets max_train_minutes 0.4 B and the DQN time_budget_s 0.3 B (timesteps are
-                   not the bound); the VAE trains --vae-epochs epochs (it has no time budget) and EASE its
-                   lambda grid (skipped above its max_items, 20,000). Stages run side by side as the
-                   pipeline runs them, each in a Ray worker of its own (bench/scale_parts.py pipeline).
+                   the training budgets take 0.9 B of CPU time (SASRec max_train_minutes 0.35 B, the DQN
+                   time_budget_s 0.25 B (timesteps are not the bound), the VAE max_train_minutes 0.15 B
+                   (at most --vae-epochs epochs), EASE's lambda grid 0.15 B (skipped above its max_items,
+                   20,000)); on 2 CPUs two run at a time, leaving the rest of B for evaluation, the
+                   content embedding and registration. Every evaluation ranks all items for a fixed sample
+                   of --eval-users users (the pipeline's `evaluation.max_users`). Stages run side by side
+                   as the pipeline runs them, each in a Ray worker of its own (bench/scale_parts.py pipeline).
                    minutes: wall time of the whole run, Ray start-up and its own prepare stage included.
   <engine>         popularity, vae, ease, content, sasrec, dqn, read from the pipeline's stage records
                    ($RECSYS_HOME/pipeline/<stage>.json): seconds (the stage: fit, evaluation on
@@ -76,12 +79,15 @@ def pipeline_config(events: float, a) -> dict:
     b = budget_minutes(events, a)
     stages = ["prepare", *(a.stages.split(",") if a.stages else ENGINES)]
     return {"stages": stages, "popularity": {},
-            "vae": {"epochs": a.vae_epochs, "eval_every": max(1, a.vae_epochs // 4), "torch_threads": 1},
-            "content": {"progress": False, "torch_threads": 1},
+            "vae": {"epochs": a.vae_epochs, "eval_every": max(1, a.vae_epochs // 4), "torch_threads": 1,
+                    "max_train_minutes": round(0.15 * b, 3)},
+            "ease": {"max_train_minutes": round(0.15 * b, 3)},
+            "content": {"torch_threads": 1},
             "sasrec": {"max_len": 50, "epochs": 200, "patience": 3, "eval_every": 1, "use_event_types": True,
-                       "max_train_minutes": round(0.4 * b, 3)},
-            "dqn": {"timesteps": a.dqn_timesteps, "time_budget_s": round(18 * b, 1),
-                    "eval_episodes": a.dqn_eval_episodes, "checkpoint_every": 5}}
+                       "max_train_minutes": round(0.35 * b, 3)},
+            "dqn": {"timesteps": a.dqn_timesteps, "time_budget_s": round(60 * 0.25 * b, 1),
+                    "eval_episodes": a.dqn_eval_episodes, "checkpoint_every": 5},
+            "evaluation": {"max_users": a.eval_users}}
 
 
 def engine_figures(name: str, rec: dict, options: dict) -> dict:
@@ -217,7 +223,9 @@ def main(argv=None) -> dict:
                    "scaled in proportion to the events")
     p.add_argument("--min-budget-minutes", type=float, default=3.0, help="the smallest budget of a rung")
     p.add_argument("--stages", help=f"engines the pipeline trains (default all: {','.join(ENGINES)})")
-    p.add_argument("--vae-epochs", type=int, default=20, help="VAE epochs (it has no time budget)")
+    p.add_argument("--vae-epochs", type=int, default=20, help="most VAE epochs (its time budget may end it first)")
+    p.add_argument("--eval-users", type=int, default=20_000, help="users each evaluation ranks all items for "
+                   "(a fixed seeded sample; the pipeline's evaluation.max_users)")
     p.add_argument("--dqn-timesteps", type=int, default=10**7, help="DQN env steps (its time budget binds first)")
     p.add_argument("--dqn-eval-episodes", type=int, default=300, help="episodes of the DQN's greedy evaluation")
     p.add_argument("--requests", type=int, default=300, help="requests per endpoint and retrieval mode")

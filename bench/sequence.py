@@ -68,7 +68,7 @@ def main(argv=None) -> dict:
     p.add_argument("--ease-lambdas", default="30,100,300", help="EASE L2 grid, chosen on validation "
                    "(best measured: amazon-toys 50 of 50,200,800; amazon-sports 100 of 10,30,100)")
     p.add_argument("--skip-baselines", action="store_true", help="SASRec and popularity only")
-    p.add_argument("--max-users", type=int, help="evaluate the first N test users only (smoke runs)")
+    p.add_argument("--max-users", type=int, help="evaluate a seeded sample of N test users only (smoke runs)")
     args = p.parse_args(argv)
 
     home = Path(os.environ.get("RECSYS_HOME", ".recsys"))

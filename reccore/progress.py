@@ -10,10 +10,14 @@ silent, a long one is never silent for longer. Either way a slow run is told apa
         ...
     with Progress(n_steps, desc="epoch 3", unit="step") as bar:
         bar.update(loss=0.41)
+
+`heartbeat=True` is for loops whose single step can outlast `every_s` (one matrix inversion, one index
+build): a background thread prints the line (marked "working") whenever none was printed for `every_s`.
 """
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from typing import Iterable, Iterator, TypeVar
 
@@ -28,8 +32,10 @@ def _is_tty(stream) -> bool:
 
 class Progress:
     def __init__(self, total: int | None, desc: str, unit: str = "it", every_s: float = 30.0,
-                 enabled: bool = True, stream=None, leave: bool = False):
+                 enabled: bool = True, stream=None, leave: bool = False, heartbeat: bool = False,
+                 budget_s: float | None = None):
         self.total, self.desc, self.unit, self.every_s = total, desc, unit, every_s
+        self.budget_s = budget_s or None  # a wall-clock budget that may end the loop before `total`
         self.stream = stream or sys.stdout
         self.enabled = enabled
         self.done = 0
@@ -38,6 +44,15 @@ class Progress:
         self.bar = (tqdm(total=total, desc=desc, unit=unit, leave=leave, file=self.stream, dynamic_ncols=True)
                     if enabled and _is_tty(self.stream) else None)
         self.lines = 0
+        self._stop = threading.Event()
+        if heartbeat and enabled and self.bar is None:
+            threading.Thread(target=self._beat, name=f"progress {desc}", daemon=True).start()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(min(self.every_s, 1.0)):
+            if self.enabled and time.perf_counter() - self.last >= self.every_s:
+                self.last = time.perf_counter()
+                self._line("working")
 
     def __enter__(self) -> "Progress":
         return self
@@ -72,14 +87,18 @@ class Progress:
             parts.append(f"{self.done} {self.unit}")
         if self.done:
             parts.append(f"{rate:.2f} {self.unit}/s")
-            if self.total and self.done < self.total and rate > 0:
-                parts.append(f"ETA {(self.total - self.done) / rate:.0f}s")
+            eta = (self.total - self.done) / rate if self.total and self.done < self.total and rate > 0 else None
+            if self.budget_s is not None and (eta is None or self.budget_s - elapsed < eta):
+                parts.append(f"ETA {max(0.0, self.budget_s - elapsed):.0f}s (budget)")
+            elif eta is not None:
+                parts.append(f"ETA {eta:.0f}s")
             parts.append(f"elapsed {elapsed:.0f}s")
         parts += [f"{k} {_fmt(v)}" for k, v in self.postfix.items()]
         print("  ".join(parts), file=self.stream, flush=True)
         self.lines += 1
 
     def close(self) -> None:
+        self._stop.set()
         if self.bar is not None:
             self.bar.close()
             self.bar = None

@@ -35,6 +35,7 @@ from typing import Any
 
 from reccore import logs, tracking
 from reccore.config import config_from_dict, load_config
+from recdata import evaluation
 from recdata.dataset import PreparedDataset, prepare, source_fingerprint
 from recdata.schema import DataError
 from trainers import gate
@@ -97,6 +98,8 @@ class PipelineConfig:
     """DQN training options."""
     gate: dict = field(default_factory=dict)
     """Promotion gate (trainers.gate.GateConfig fields: enabled, metric, margin)."""
+    evaluation: dict = field(default_factory=dict)
+    """Evaluation of every stage (recdata.evaluation.EvaluationConfig fields: max_users, seed)."""
 
 
 @dataclass
@@ -113,6 +116,8 @@ class StageContext:
     tracking_uri: str
     gate: dict = field(default_factory=dict)
     """The promotion gate's settings (GateConfig fields) for the engines this stage registers."""
+    evaluation: dict = field(default_factory=dict)
+    """EvaluationConfig fields for every evaluation this stage runs."""
 
 
 def prepare_stage(ctx: StageContext) -> dict:
@@ -134,6 +139,7 @@ def _run_stage(spec: StageSpec, ctx: StageContext) -> dict:
     os.environ["RECSYS_STAGE"] = spec.name
     logs.worker_setup()  # also where the job's runtime_env could not carry the setup hook
     gate.use(config_from_dict(gate.GateConfig, ctx.gate, "pipeline gate"))
+    evaluation.use(config_from_dict(evaluation.EvaluationConfig, ctx.evaluation, "pipeline evaluation"))
     # The driver reads this to tell a running stage from one still waiting for CPUs.
     _running_marker(ctx.work_dir, spec.name).write_text(str(time.time()))
     module, func = spec.target.split(":")
@@ -161,6 +167,8 @@ def _fingerprint(spec: StageSpec, ctx: StageContext) -> str:
                "options": ctx.options, "upstream": {k: v.get("fingerprint") for k, v in ctx.upstream.items()}}
     if ctx.gate:  # only when set: records written before the gate existed stay valid
         payload["gate"] = ctx.gate
+    if ctx.evaluation:
+        payload["evaluation"] = ctx.evaluation
     if spec.name == "prepare":
         # Size + mtime of the input files: an edited log re-runs everything downstream.
         payload["files"] = source_fingerprint(ctx.data["fmt"], ctx.data["path"], **ctx.data.get("load_kwargs", {}))
@@ -235,7 +243,8 @@ def run_pipeline(data: dict, config: PipelineConfig, force: bool = False, addres
                 remaining.remove(spec)
                 ctx = StageContext(spec.name, {**data, **outputs.get("prepare", {})}, getattr(config, spec.name, {})
                                    if spec.name != "prepare" else {}, {n: outputs[n] for n in spec.needs},
-                                   str(work), parent.info.run_id, tracking.tracking_uri(), gate=config.gate)
+                                   str(work), parent.info.run_id, tracking.tracking_uri(), gate=config.gate,
+                                   evaluation=config.evaluation)
                 fp = _fingerprint(spec, ctx)
                 record = record_dir / f"{spec.name}.json"
                 if not force and record.exists():
@@ -296,6 +305,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.gate_margin is not None:
             config = dataclasses.replace(config, gate={**config.gate, "margin": args.gate_margin})
         config_from_dict(gate.GateConfig, config.gate, "pipeline gate")  # a typo fails here, not in a stage
+        config_from_dict(evaluation.EvaluationConfig, config.evaluation, "pipeline evaluation")
         paths = [str(Path(x).resolve()) for x in args.path]
         missing = [x for x in paths if not Path(x).exists()]
         if missing:

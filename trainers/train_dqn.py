@@ -213,7 +213,7 @@ def main(argv=None) -> dict:
         t0 = time.perf_counter()
         steps = state["history"][-1]["timesteps"] if state["history"] else 0
         it = len(state["history"])
-        bar = Progress(args.timesteps, desc="dqn", unit="env step")
+        bar = Progress(args.timesteps, desc="dqn", unit="env step", budget_s=args.time_budget_s)
         bar.update(steps)
         while steps < args.timesteps:
             if args.time_budget_s and time.perf_counter() - t0 > args.time_budget_s:

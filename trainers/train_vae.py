@@ -31,16 +31,24 @@ def train(ds, options: dict | None = None, register: bool = True) -> dict:
     config = config_from_dict(VAEConfig, options, "vae options")
     engine = VAEEngine(config, ds.catalog)
 
-    bar = Progress(config.epochs, desc="vae", unit="epoch")
+    # Step-level progress: one epoch over 10^5 users and items takes minutes, longer than a line's 30 s.
+    bar = Progress(None, desc="vae", unit="step", budget_s=60 * config.max_train_minutes)
+
+    def on_step(step: int, total_steps: int) -> None:
+        bar.total = total_steps
+        bar.update()
 
     def on_epoch(row: dict) -> None:
-        tracking.log_metrics({k: v for k, v in row.items() if k not in ("epoch", "best")}, step=row["epoch"])
+        tracking.log_metrics({k: v for k, v in row.items() if k not in ("epoch", "best", "stopped")}, step=row["epoch"])
         val = {"val recall@20": row["val_recall@20"]} if "val_recall@20" in row else {}
-        bar.update(loss=row["loss"], beta=row["beta"], **val)
+        bar.update(0, epoch=row["epoch"], loss=row["loss"], beta=row["beta"], **val)
+        if row.get("stopped"):
+            print(f"[vae] stopped in epoch {row['epoch']} on the {config.max_train_minutes:g}-minute budget; "
+                  "serving the best validated epoch", flush=True)
 
     def fit():
         with bar:
-            engine.fit(ds.train, val_rows, on_epoch=on_epoch)
+            engine.fit(ds.train, val_rows, on_epoch=on_epoch, on_step=on_step)
 
     val_rows = ds.interactions.select([VAL, VAL_FOLD_IN])
     return fit_evaluate_register(engine, ds, REGISTERED if register else None, fit=fit,
@@ -56,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--split", choices=("loo", "users"), default="loo",
                    help="loo: leave-one-out by time; users: held-out users (strong generalization)")
     p.add_argument("--epochs", type=int)
+    p.add_argument("--max-train-minutes", type=float, help="wall-clock budget; stops within an epoch (0: none)")
     p.add_argument("--hidden", type=int, help="one hidden layer of this size")
     p.add_argument("--latent", type=int)
     p.add_argument("--batch-size", type=int)
@@ -67,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(VAEConfig, args.config, epochs=args.epochs, latent=args.latent,
                              hidden=[args.hidden] if args.hidden else None, batch_size=args.batch_size,
-                             lr=args.lr, beta_max=args.beta_max, recipe=args.recipe)
+                             lr=args.lr, beta_max=args.beta_max, recipe=args.recipe,
+                             max_train_minutes=args.max_train_minutes)
         ds = prepare(args.fmt, args.path, cache_dir=prepared_cache(), split=args.split, **load_kwargs(args))
     except (DataError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

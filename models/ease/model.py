@@ -14,6 +14,7 @@ validation NDCG@10 from `lambdas` when `fit` gets a validation split (the first 
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +23,10 @@ import scipy.sparse as sp
 
 from models.base import Engine
 from models.vae.model import interaction_matrix, to_cornac
+from reccore.progress import Progress
+from recdata import evaluation
 from recdata.dataset import VAL, VAL_FOLD_IN, Interactions
+from recdata.evaluation import sample_users
 from recdata.metrics import RankingEvaluator, mask_seen
 from recdata.schema import EventWeights, HistoryBatch
 
@@ -34,6 +38,9 @@ class EaseConfig:
     validation). The best sat inside this grid on ML-1M, Amazon Toys and Sports."""
     event_weights: dict = field(default_factory=lambda: {"view": 1.0, "cart": 3.0, "purchase": 5.0})
     """Input strength of each event type (the VAE's defaults); 0 < view <= cart <= purchase."""
+    max_train_minutes: float = 0.0
+    """Wall-clock budget of the lambda grid (0: none). One fit cannot be interrupted, so the grid stops
+    after the fit that crosses it; the best lambda validated so far is kept."""
     max_items: int = 20_000
     """Largest catalog accepted: B is items^2 float32 (20k items: 1.6 GB), and cornac inverts the
     items^2 Gram matrix in float64 (3.2 GB, a few copies at peak) while fitting."""
@@ -42,6 +49,8 @@ class EaseConfig:
         self.weights = EventWeights(**self.event_weights)  # validates, with the fix in its error
         if not self.lambdas or any(x <= 0 for x in self.lambdas):
             raise ValueError(f"lambdas={self.lambdas}: give one or more positive L2 strengths, e.g. [30, 100, 300]")
+        if self.max_train_minutes < 0:
+            raise ValueError(f"max_train_minutes={self.max_train_minutes} must be >= 0 (0: no budget)")
         if self.max_items < 1:
             raise ValueError(f"max_items={self.max_items} must be >= 1")
 
@@ -60,16 +69,26 @@ class EaseEngine(Engine):
         data = to_cornac(train, self.config.weights)
         X = interaction_matrix(train, self.config.weights)
         self.history, best = [], None
+        started, budget_s = time.monotonic(), 60 * self.config.max_train_minutes
+        # One fit is a single matrix inversion (tens of seconds at 10^4 items): the bar's heartbeat keeps
+        # a line coming every 30 s while it runs, with the ETA from the fits done so far.
+        bar = Progress(len(self.config.lambdas), desc="ease lambda grid", unit="fit", heartbeat=True)
         for lamb in self.config.lambdas:
+            if self.history and budget_s and time.monotonic() - started >= budget_s:
+                print(f"[ease] lambda grid stopped on the {self.config.max_train_minutes:g}-minute budget after "
+                      f"{len(self.history)} of {len(self.config.lambdas)} fits", flush=True)
+                break
             model = EASE(lamb=lamb, posB=False, verbose=False).fit(data)
             self.B = model.B.astype(np.float32)                                  # [n_items, n_items]
             del model
             row = {"lambda": float(lamb), **(self._validate(X, val) if val is not None else {})}
             self.history.append(row)
+            bar.update(**{"lambda": float(lamb), **({"val ndcg@10": row["val_ndcg@10"]} if val is not None else {})})
             if val is None:
                 break
             if best is None or row["val_ndcg@10"] > best[0]:
                 best = (row["val_ndcg@10"], lamb, self.B)
+        bar.close()
         if best is not None:
             _, lamb, self.B = best
         self.lamb = float(lamb if best is None else best[1])
@@ -96,7 +115,8 @@ class EaseEngine(Engine):
         f = val.frame
         split = f["split"].to_numpy() if "split" in f else np.full(len(f), VAL)
         tgt = f.loc[split != VAL_FOLD_IN]
-        users = np.unique(tgt["uidx"].to_numpy())
+        users = sample_users(np.unique(tgt["uidx"].to_numpy()), evaluation.current().max_users, evaluation.current().seed)
+        tgt = tgt.loc[tgt["uidx"].isin(users)]
         targets = tgt.groupby("uidx")["iidx"].apply(np.asarray).reindex(users).tolist()
         if (split == VAL_FOLD_IN).any():
             X = interaction_matrix(Interactions(f.loc[split == VAL_FOLD_IN], val.n_users, val.n_items),

@@ -26,6 +26,7 @@ import scipy.sparse as sp
 from models.ann import AnnConfig, ann_config
 from models.base import Engine
 from recdata.dataset import VAL, VAL_FOLD_IN, Interactions
+from recdata.evaluation import sample_users
 from recdata.metrics import RankingEvaluator, mask_seen
 from recdata.schema import EventWeights, HistoryBatch
 
@@ -63,6 +64,12 @@ class VAEConfig:
     """Input strength of each event type; must satisfy 0 < view <= cart <= purchase."""
     eval_every: int = 5
     """Epochs between validation checks (Recall@20); the best epoch's weights are kept."""
+    val_users: int | None = 20_000
+    """Validation checks during training use a fixed seeded sample of this many users (null: all):
+    each check scores users x items, which at 10^5 items would cost more than the epoch it judges."""
+    max_train_minutes: float = 0.0
+    """Wall-clock budget of training (0: none). Checked after every gradient step, so it holds within an
+    epoch: the epoch in progress stops, is validated, and the best validated weights are kept."""
     seed: int = 0
     """Seed for initialization, shuffling and dropout."""
     torch_threads: int = 0
@@ -84,6 +91,10 @@ class VAEConfig:
             raise ValueError("hidden must be non-empty and latent, batch_size >= 1, epochs >= 0")
         if not 0.0 <= self.input_dropout < 1.0:
             raise ValueError("input_dropout must be in [0, 1)")
+        if self.val_users is not None and (not isinstance(self.val_users, int) or self.val_users < 1):
+            raise ValueError(f"val_users={self.val_users!r} must be a positive integer, or null for all users")
+        if self.max_train_minutes < 0:
+            raise ValueError(f"max_train_minutes={self.max_train_minutes} must be >= 0 (0: no budget)")
 
 
 def to_cornac(inter: Interactions, weights: EventWeights):
@@ -191,18 +202,23 @@ class VAEEngine(Engine):
         return out                                                     # [B, n_items] logits
 
     # -- training -----------------------------------------------------------------------------
-    def fit(self, train: Interactions, val: Interactions | None = None, on_epoch=None) -> "VAEEngine":
-        """Train for `config.epochs`; with `val`, keep the epoch with the best validation Recall@20."""
-        for row in self.train_epochs(train, val):
+    def fit(self, train: Interactions, val: Interactions | None = None, on_epoch=None, on_step=None) -> "VAEEngine":
+        """Train for `config.epochs` (or until `max_train_minutes`); with `val`, keep the epoch with the
+        best validation Recall@20. `on_step(step, total_steps)` after every gradient step."""
+        for row in self.train_epochs(train, val, on_step=on_step):
             if on_epoch:
                 on_epoch(row)
         self.drop_index()  # new weights: the item index is rebuilt on next use
         return self
 
-    def train_epochs(self, train: Interactions, val: Interactions | None = None, start_epoch: int = 0):
+    def train_epochs(self, train: Interactions, val: Interactions | None = None, start_epoch: int = 0,
+                     on_step: Callable[[int, int], None] | None = None):
         """Generator: trains one epoch per step and yields its log row ({epoch, loss, beta} plus
-        `val_*` metrics every `eval_every` epochs). `self.params` always holds the weights to serve
-        (the best validated epoch so far). `start_epoch` > 0 continues from `self.params`."""
+        `val_*` metrics every `eval_every` epochs, and `stopped: "budget"` on the epoch that ran out of
+        `max_train_minutes`, which is cut short and validated). `self.params` always holds the weights
+        to serve (the best validated epoch so far). `start_epoch` > 0 continues from `self.params`."""
+        import time
+
         import torch
         from cornac.models import VAECF
         from cornac.models.vaecf.vaecf import VAE
@@ -237,9 +253,11 @@ class VAEEngine(Engine):
             self.history = []
         best = max((r["val_recall@20"] for r in self.history if "val_recall@20" in r), default=-1.0)
         step = start_epoch * steps_per_epoch
+        total_steps = steps_per_epoch * c.epochs
+        deadline = time.monotonic() + 60 * c.max_train_minutes if c.max_train_minutes else None
         for epoch in range(start_epoch + 1, c.epochs + 1):
             vae.train()
-            total = 0.0
+            total, seen, stopped = 0.0, 0, False
             order = rng.permutation(users)
             for lo in range(0, len(users), c.batch_size):
                 ids = order[lo:lo + c.batch_size]
@@ -249,12 +267,18 @@ class VAEEngine(Engine):
                 loss.backward()
                 opt.step()
                 total += float(loss.detach()) * len(ids)
+                seen += len(ids)
                 step += 1
-            row = {"epoch": epoch, "loss": total / len(users), "beta": beta}
+                if on_step:
+                    on_step(step, total_steps)
+                if deadline is not None and time.monotonic() >= deadline:
+                    stopped = True
+                    break
+            row = {"epoch": epoch, "loss": total / seen, "beta": beta, **({"stopped": "budget"} if stopped else {})}
             current = _numpy_state(vae)
             if val_set is None:
                 self.params = current
-            elif epoch % c.eval_every == 0 or epoch == c.epochs:
+            elif epoch % c.eval_every == 0 or epoch == c.epochs or stopped:
                 prev, self.params = self.params, current
                 row.update(self._validate(*val_set))
                 if row["val_recall@20"] > best:
@@ -265,6 +289,8 @@ class VAEEngine(Engine):
                 self.params = current
             self.history.append(row)
             yield row
+            if stopped:
+                return
 
     def _loss(self, vae, xb: sp.csr_matrix, beta: float, rng: np.random.Generator):
         """Negative ELBO of a batch, with cornac's module parameters and the paper's recipe. The
@@ -297,7 +323,8 @@ class VAEEngine(Engine):
         f = val.frame
         split = f["split"].to_numpy() if "split" in f else np.full(len(f), VAL)
         tgt = f.loc[split != VAL_FOLD_IN]
-        users = np.unique(tgt["uidx"].to_numpy())
+        users = sample_users(np.unique(tgt["uidx"].to_numpy()), self.config.val_users, self.config.seed)
+        tgt = tgt.loc[tgt["uidx"].isin(users)]
         if (split == VAL_FOLD_IN).any():
             H = interaction_matrix(Interactions(f.loc[split == VAL_FOLD_IN], val.n_users, val.n_items),
                                    self.config.weights)
@@ -339,4 +366,4 @@ def tune_epochs(engine: VAEEngine, ds, start_epoch: int = 0):
     """Ray Tune hook (trainers/tune.py): train in place, yield (epoch, validation metrics)."""
     for row in engine.train_epochs(ds.train, ds.interactions.select([VAL, VAL_FOLD_IN]), start_epoch):
         if "val_recall@20" in row:
-            yield row["epoch"], {k: v for k, v in row.items() if k != "best"}
+            yield row["epoch"], {k: v for k, v in row.items() if k not in ("best", "stopped")}

@@ -47,3 +47,13 @@ def test_ease_refuses_a_catalog_above_max_items(ds):
         EaseEngine(EaseConfig(max_items=10), ds.catalog).fit(ds.train)
     with pytest.raises(ValueError, match="positive"):
         EaseConfig(lambdas=[0.0])
+
+
+def test_ease_lambda_grid_stops_on_its_budget(ds, capsys):
+    # A budget of ~0 s: the first fit always runs (a model is needed), the grid stops after it.
+    eng = EaseEngine(EaseConfig(lambdas=[30.0, 100.0, 300.0], max_train_minutes=1e-6), ds.catalog)
+    eng.fit(ds.train, ds.interactions.select(VAL))
+    assert [r["lambda"] for r in eng.history] == [30.0] and eng.lamb == 30.0
+    assert "stopped on the 1e-06-minute budget after 1 of 3 fits" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="max_train_minutes"):
+        EaseConfig(max_train_minutes=-1)

@@ -161,3 +161,24 @@ def test_tune_hook_reports_each_epoch_and_resumes(loo_ds, tmp_path):
     resumed = Engine.load(eng.save(tmp_path / "ckpt"))
     rest = list(tune_epochs(resumed, loo_ds, start_epoch=2))
     assert [e for e, _ in rest] == [3, 4]
+
+
+def test_budget_stops_training_within_an_epoch_and_keeps_a_validated_model(loo_ds):
+    # 80 users in batches of 4: 20 steps an epoch. A budget of ~0 s stops after the first step of
+    # epoch 1, and that partial epoch is validated (its weights are what would be served).
+    steps = []
+    cfg = VAEConfig(epochs=50, **{**TINY, "batch_size": 4}, max_train_minutes=1e-6)
+    eng = VAEEngine(cfg, loo_ds.catalog).fit(loo_ds.train, loo_ds.interactions.select(VAL),
+                                             on_step=lambda step, total: steps.append((step, total)))
+    assert steps == [(1, 50 * 20)]
+    assert len(eng.history) == 1 and eng.history[0]["stopped"] == "budget" and "val_recall@20" in eng.history[0]
+    assert eng.score(HistoryBatch([np.array([0, 1])], [np.array([0, 0])])).shape == (1, loo_ds.catalog.n_items)
+
+
+def test_validation_during_training_uses_a_fixed_sample_of_users(loo_ds):
+    eng = VAEEngine(VAEConfig(epochs=1, **TINY, val_users=10), loo_ds.catalog)
+    X = interaction_matrix(loo_ds.train, eng.config.weights)
+    hist, targets = eng._validation_set(X, loo_ds.interactions.select(VAL))
+    again = eng._validation_set(X, loo_ds.interactions.select(VAL))
+    assert hist.shape[0] == len(targets) == 10 and (hist != again[0]).nnz == 0
+    assert all(len(t) == 1 for t in targets)  # each sampled user's own validation item

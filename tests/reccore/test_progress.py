@@ -31,3 +31,27 @@ def test_disabled_progress_is_silent():
     with Progress(3, "off", every_s=0, enabled=False, stream=out) as bar:
         bar.update(3)
     assert out.getvalue() == "" and bar.done == 3
+
+
+def test_heartbeat_reports_a_step_that_outlasts_every_s():
+    out = io.StringIO()
+    with Progress(2, "ease lambda grid", unit="fit", every_s=0.05, stream=out, heartbeat=True) as bar:
+        bar.update()
+        time.sleep(0.3)  # one long, uninterruptible step (a matrix inversion)
+        bar.update()
+    lines = out.getvalue().splitlines()
+    working = [line for line in lines if "working" in line]
+    assert len(working) >= 3, lines
+    assert "1/2 fit (50%)" in working[0] and "ETA" in working[0]
+    printed = len(out.getvalue())
+    time.sleep(0.15)  # closed: the heartbeat thread has stopped
+    assert len(out.getvalue()) == printed
+
+
+def test_the_eta_is_the_budget_when_the_budget_ends_the_loop_first():
+    out = io.StringIO()
+    with Progress(10**6, "dqn", unit="env step", every_s=0.05, stream=out, budget_s=100.0) as bar:
+        time.sleep(0.06)
+        bar.update(10)
+    first = out.getvalue().splitlines()[0]
+    assert "(budget)" in first and "ETA 100s" in first, first  # not the ~ 10^4 s the step count implies

@@ -5,7 +5,8 @@ import pytest
 
 from support import shared_data
 from recdata.dataset import prepare
-from recdata.evaluation import evaluate
+from recdata import evaluation
+from recdata.evaluation import EvaluationConfig, evaluate
 from recdata.schema import HistoryBatch
 from recdata.metrics import NonFiniteScores
 
@@ -67,3 +68,32 @@ def test_constant_and_random_scorers_score_at_chance_or_below(ml1m):
 def test_non_finite_scores_name_the_engine_and_count_users(ml1m):
     with pytest.raises(NonFiniteScores, match=r"'broken'.* 61 of 6040 users"):
         evaluate(BrokenScorer(ml1m.catalog.n_items), ml1m, batch_size=100)  # 61 batches
+
+
+class RecordingScorer(RandomScorer):
+    name = "recording"
+
+    def __init__(self, n_items: int):
+        super().__init__(n_items)
+        self.users: list[int] = []
+
+    def score(self, batch: HistoryBatch) -> np.ndarray:
+        self.users += list(batch.users)
+        return super().score(batch)
+
+
+def test_a_user_cap_evaluates_the_same_uniform_sample_for_every_engine(ml1m):
+    first, second = RecordingScorer(ml1m.catalog.n_items), RecordingScorer(ml1m.catalog.n_items)
+    out = evaluate(first, ml1m, max_users=1000)
+    evaluate(second, ml1m, max_users=1000)
+    assert out["users"] == 1000 and out["users_total"] == 6040
+    assert first.users == second.users == sorted(set(first.users))
+    assert max(first.users) > 5000  # a sample across all users, not the first thousand
+    # The process's evaluation config sets the default cap (a pipeline stage sets the pipeline's).
+    evaluation.use(EvaluationConfig(max_users=300))
+    try:
+        assert evaluate(ConstantScorer(ml1m.catalog.n_items), ml1m)["users"] == 300
+    finally:
+        evaluation.use(EvaluationConfig())
+    full = evaluate(ConstantScorer(ml1m.catalog.n_items), ml1m)
+    assert full["users"] == 6040 and "users_total" not in full  # under the default 50,000 cap: every user

@@ -71,7 +71,8 @@ def test_vae_and_ease_compete_for_discovery_and_the_better_one_serves(events, re
 
     cfg = tmp_path / "p.yaml"
     cfg.write_text(yaml.safe_dump({"stages": ["vae", "ease"], "ease": {"lambdas": [30.0, 300.0]},
-                                   "vae": {"epochs": 2, "eval_every": 1, "hidden": [16], "latent": 8}}))
+                                   "vae": {"epochs": 2, "eval_every": 1, "hidden": [16], "latent": 8},
+                                   "evaluation": {"max_users": 60}}))
     ray.init(num_cpus=2, include_dashboard=False)
     try:
         assert main(["--format", "rees46", "--path", str(events), "--config", str(cfg)]) == 0
@@ -83,6 +84,8 @@ def test_vae_and_ease_compete_for_discovery_and_the_better_one_serves(events, re
     waves = [ln.split("submitted: ")[1] for ln in lines if ln.startswith("[pipeline] submitted")]
     assert waves == ["prepare (1 CPU)", "vae (1 CPU)", "ease (1 CPU)"]
     vae, ease = out["vae"], out["ease"]
+    # The pipeline's evaluation section reaches every stage: the same 60 sampled users, labelled with the total.
+    assert vae["val_users_total"] == ease["val_users_total"] > 60 and vae["test_users_total"] > 60
     assert (vae["version"], vae["alias"]) == ("1", "champion")   # no champion yet
     winner = "ease" if ease["val_ndcg@10"] > vae["val_ndcg@10"] else "vae"
     assert ease["alias"] == ("champion" if winner == "ease" else "challenger")
