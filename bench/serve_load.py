@@ -37,6 +37,7 @@ import numpy as np
 
 from models.popularity import PopularityEngine
 from recdata.dataset import prepare
+from trainers.common import prepared_cache
 from serve_app.prometheus import batch_stats
 from serve_app.run import deploy, load_config
 
@@ -156,7 +157,7 @@ def running_replicas() -> dict[str, int]:
 
 
 def build_artifacts(tmp: Path, data: Path, fmt: str = "sasrec") -> tuple[str, object]:
-    ds = prepare(fmt, data, cache_dir=ROOT / ".recsys" / "prepared")
+    ds = prepare(fmt, data, cache_dir=prepared_cache())  # $RECSYS_HOME/prepared
     engine = PopularityEngine(catalog=ds.catalog).fit(ds.train)
     return str(engine.save(tmp / "popularity")), ds
 
