@@ -2,6 +2,13 @@
 the latency of one query on each path, at catalogs of 10^3, 10^4 and 10^5 items.
 
     python -m bench.ann [--sizes 1000,10000,100000] [--queries 200] [--engines sequence,similarity,discovery]
+    python -m bench.ann --registry HOME --dataset PREPARED_DIR [--queries 400]     # trained engines
+
+With --registry, the vectors are the trained engines' own (the serving roles' `models:/discovery|content|sasrec@champion` of the RECSYS_HOME
+HOME, e.g. a `bench.scale` rung's `home/`, whose 10^7-event rung has 10^5 items) and the queries the
+query vectors of test users' real histories from the prepared dataset: plain; the history's items
+excluded (as served: seen filtered); the category of the last history item; prices up to the catalog's
+median. Keys: `trained_<role>_<items>_recall@10`, `..._p50_ms`, ...
 
 Each engine's retrieval is measured in its own shape:
     sequence    SASRec      64-d item embeddings, inner product (norms vary)
@@ -97,8 +104,11 @@ def run(engine: str, n: int, n_queries: int, cfg: AnnConfig, seed: int, threads:
     dim, kind = ENGINES[engine]
     V, bias, cluster = clustered_items(n, dim, kind, rng)
     Q, exclude, masks = requests(V, cluster, n_queries, rng)
-    exact = ItemIndex(V, bias, AnnConfig(min_items=n + 1))
-    ann = ItemIndex(V, bias, cfg)                                        # cfg.min_items forced to 1
+    return _measure(ItemIndex(V, bias, AnnConfig(min_items=n + 1)), ItemIndex(V, bias, cfg),  # cfg: min_items 1
+                    Q, exclude, masks, threads)
+
+
+def _measure(exact: ItemIndex, ann: ItemIndex, Q, exclude, masks, threads: int) -> dict:
     faiss.omp_set_num_threads(threads)                                    # queries as a replica runs them
     with threadpool_limits(limits=threads):
         timed(ann, Q[:5], exclude[:5], masks[:5])                         # warm-up (BLAS, OpenMP pools)
@@ -115,6 +125,69 @@ def run(engine: str, n: int, n_queries: int, cfg: AnnConfig, seed: int, threads:
             "build_s": ann.build_seconds, "fallback_rows": ann.rows["fallback"] + ann.rows["exact"]}
 
 
+def trained_requests(engine, ds, n_queries: int, rng: np.random.Generator):
+    """(queries, excludes, masks) from `n_queries` sampled test users of the prepared dataset `ds`."""
+    from recdata.evaluation import evaluation_batches, target_users
+
+    users = target_users(ds, "test", n_queries, seed=int(rng.integers(2**31)))
+    batch, _ = next(evaluation_batches(ds, "test", batch_size=len(users), users=users))
+    Q = engine.query_vectors(batch).astype(np.float32)
+    items = engine.catalog.items
+    median_price = float(np.nanmedian(items["price"])) if "price" in items else None
+    exclude, masks = [], []
+    for q, hist in enumerate(batch.items):
+        kind = q % 4
+        exclude.append(np.unique(hist) if kind == 1 else np.empty(0, np.int64))
+        category = items["category"].iloc[hist[-1]] if kind == 2 and "category" in items and len(hist) else None
+        masks.append(engine.allowed(category=category) if kind == 2 and isinstance(category, str)
+                     else engine.allowed(max_price=median_price) if kind == 3 and median_price is not None else None)
+    return Q, exclude, masks
+
+
+def run_trained(engine, ds, n_queries: int, cfg: AnnConfig, seed: int, threads: int) -> dict:
+    """`run` on a trained engine's item vectors and its real query vectors."""
+    V, bias = engine.item_vectors()
+    Q, exclude, masks = trained_requests(engine, ds, n_queries, np.random.default_rng(seed))
+    return _measure(ItemIndex(V, bias, AnnConfig(min_items=len(V) + 1)), ItemIndex(V, bias, cfg),
+                    Q, exclude, masks, threads)
+
+
+def main_trained(a, cfg: AnnConfig) -> dict:
+    os.environ["RECSYS_HOME"] = a.registry      # before reccore reads it: that home's registry
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    from models.base import Engine
+    from reccore import tracking
+    from recdata.dataset import PreparedDataset
+
+    ds = PreparedDataset.load(a.dataset)
+    print(f"trained engines of {a.registry}; HNSW ({cfg.metric}) M={cfg.hnsw_m} efConstruction={cfg.ef_construction} "
+          f"efSearch={cfg.ef_search}; {a.queries} test users' histories as queries, k={K}, {a.threads} thread(s)")
+    print(f"{'role':<11}{'items':>8}{'dim':>5}{'recall@10':>10}{'plain':>7}{'seen':>7}{'categ':>7}{'price':>7}"
+          f"{'ann p50':>9}{'ann p99':>9}{'exact p50':>10}{'exact p99':>10}{'build s':>9}")
+    out: dict = {}
+    for role, name in (("discovery", "discovery"), ("similarity", "content"), ("sequence", "sasrec")):
+        if tracking.model_version(name, "champion") is None:
+            print(f"{role:<11} models:/{name}@champion is not registered in {a.registry}: skipped", flush=True)
+            continue
+        engine = Engine.load(tracking.resolve_artifact(f"models:/{name}@champion"))
+        if engine.item_vectors() is None:
+            print(f"{role:<11} {engine.name} has no item vectors (no index): skipped", flush=True)
+            continue
+        r = run_trained(engine, ds, a.queries, cfg, a.seed, a.threads)
+        n, dim = engine.n_items, engine.item_vectors()[0].shape[1]
+        print(f"{role:<11}{n:>8}{dim:>5}{r['recall']:>10.4f}{r['recall_plain']:>7.3f}{r['recall_seen']:>7.3f}"
+              f"{r['recall_category']:>7.3f}{r['recall_price']:>7.3f}{r['ann_p50']:>9.3f}{r['ann_p99']:>9.3f}"
+              f"{r['exact_p50']:>10.3f}{r['exact_p99']:>10.3f}{r['build_s']:>9.1f}", flush=True)
+        out.update({f"trained_{role}_{n}_recall@10": r["recall"], f"trained_{role}_{n}_p50_ms": r["ann_p50"],
+                    f"trained_{role}_{n}_p99_ms": r["ann_p99"], f"trained_{role}_{n}_build_s": r["build_s"],
+                    f"trained_exact_{role}_{n}_p50_ms": r["exact_p50"],
+                    f"trained_exact_{role}_{n}_p99_ms": r["exact_p99"]})
+    out["load_average"] = os.getloadavg()[0]
+    out = {k: round(v, 4) for k, v in out.items()}
+    print(json.dumps(out))
+    return out
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sizes", default="1000,10000,100000", help="catalog sizes, comma-separated")
@@ -128,9 +201,15 @@ def main(argv=None) -> dict:
     p.add_argument("--threads", type=int, default=1,
                    help="BLAS/OpenMP threads while querying; 1 = as a Serve replica runs (serve_app/config.yaml)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--registry", help="a RECSYS_HOME whose registered engines to measure (trained vectors)")
+    p.add_argument("--dataset", help="with --registry: the prepared dataset folder the test histories come from")
     a = p.parse_args(argv)
     cfg = AnnConfig(min_items=1, hnsw_m=a.hnsw_m, ef_construction=a.ef_construction, ef_search=a.ef_search,
                     metric=a.metric)
+    if a.registry:
+        if not a.dataset:
+            p.error("--registry needs --dataset (the prepared data folder the engines were trained on)")
+        return main_trained(a, cfg)
     sizes = [int(s) for s in a.sizes.split(",")]
     engines = [e for e in a.engines.split(",") if e]
     unknown = sorted(set(engines) - set(ENGINES))
