@@ -22,7 +22,8 @@ October's 166,794 at 4*10^7), written once under --out/<size>/ and reused. For e
                    minutes: wall time of the whole run, Ray start-up and its own prepare stage included.
   <engine>         popularity, vae, ease, content, sasrec, dqn, read from the pipeline's stage records
                    ($RECSYS_HOME/pipeline/<stage>.json): seconds (the stage: fit, evaluation on
-                   validation and test, registration), epochs and epoch_seconds (fit seconds / epochs;
+                   validation and test, registration), fit_seconds (training alone) beside
+                   budget_seconds (its configured budget), epochs and epoch_seconds (fit seconds / epochs;
                    one epoch is a pass over the training users for the VAE and SASRec, the one fit for
                    popularity and content, one lambda's fit for EASE, 1,000 env steps for the DQN), and
                    peak_rss_gb: the summed PSS of the stage's worker and the tasks/actors it started,
@@ -90,15 +91,26 @@ def pipeline_config(events: float, a) -> dict:
             "evaluation": {"max_users": a.eval_users}}
 
 
+def budget_seconds(name: str, options: dict) -> float | None:
+    """The stage's training budget in seconds as configured (None: the stage has none)."""
+    if name == "dqn":
+        return options.get("time_budget_s")
+    minutes = options.get("max_train_minutes")
+    return 60 * minutes if minutes else None
+
+
 def engine_figures(name: str, rec: dict, options: dict) -> dict:
-    """seconds, epochs, epoch_seconds of one stage record (None where the stage was skipped)."""
+    """seconds, fit_seconds, budget_seconds, epochs, epoch_seconds of one stage record (None where the stage
+    was skipped). fit_seconds is training alone; seconds adds evaluation and registration."""
     if rec.get("skipped") or "seconds" not in rec:
-        return {"seconds": rec.get("seconds"), "epochs": None, "epoch_seconds": None}
+        return {"seconds": rec.get("seconds"), "fit_seconds": None, "budget_seconds": None, "epochs": None,
+                "epoch_seconds": None}
     fit = rec.get("train_seconds", rec.get("fit_seconds"))
-    epochs = {"vae": options.get("epochs"), "sasrec": rec.get("epochs"), "ease": len(options.get("lambdas", [])) or 3,
+    epochs = {"vae": rec.get("epochs", options.get("epochs")), "sasrec": rec.get("epochs"),
+              "ease": rec.get("fits", len(options.get("lambdas", [])) or 3),
               "dqn": rec.get("timesteps", 0) / 1000}.get(name, 1)
-    return {"seconds": rec["seconds"], "epochs": epochs,
-            "epoch_seconds": fit / epochs if fit is not None and epochs else None}
+    return {"seconds": rec["seconds"], "fit_seconds": fit, "budget_seconds": budget_seconds(name, options),
+            "epochs": epochs, "epoch_seconds": fit / epochs if fit is not None and epochs else None}
 
 
 def run_rung(events: float, a, out: Path) -> dict:
@@ -192,12 +204,13 @@ def print_rung(fig: dict, events: float) -> None:
     s = label(events)
     print(f"\n== {s} events: {fmt(fig.get(f'data_{s}_events'), ',')} events, {fmt(fig.get(f'data_{s}_users'), ',')} "
           f"users, {fmt(fig.get(f'data_{s}_items'), ',')} items, CSV {fmt(fig.get(f'data_{s}_csv_gb'), '.3f')} GB")
-    print(f"{'stage':<16}{'seconds':>10}{'epochs':>8}{'s/epoch':>10}{'peak GB':>9}")
+    print(f"{'stage':<16}{'seconds':>10}{'fit s':>8}{'budget s':>9}{'epochs':>8}{'s/epoch':>10}{'peak GB':>9}")
     for path in PREPARE:
-        print(f"{'prepare ' + path:<16}{fmt(fig.get(f'prepare_{path}_{s}_seconds'), '.1f'):>10}{'':>8}{'':>10}"
-              f"{fmt(fig.get(f'prepare_{path}_{s}_peak_rss_gb')):>9}")
+        print(f"{'prepare ' + path:<16}{fmt(fig.get(f'prepare_{path}_{s}_seconds'), '.1f'):>10}{'':>8}{'':>9}{'':>8}"
+              f"{'':>10}{fmt(fig.get(f'prepare_{path}_{s}_peak_rss_gb')):>9}")
     for name in ENGINES:
-        print(f"{name:<16}{fmt(fig.get(f'{name}_{s}_seconds'), '.1f'):>10}{fmt(fig.get(f'{name}_{s}_epochs'), 'g'):>8}"
+        print(f"{name:<16}{fmt(fig.get(f'{name}_{s}_seconds'), '.1f'):>10}{fmt(fig.get(f'{name}_{s}_fit_seconds'), '.1f'):>8}"
+              f"{fmt(fig.get(f'{name}_{s}_budget_seconds'), '.0f'):>9}{fmt(fig.get(f'{name}_{s}_epochs'), 'g'):>8}"
               f"{fmt(fig.get(f'{name}_{s}_epoch_seconds'), '.2f'):>10}{fmt(fig.get(f'{name}_{s}_peak_rss_gb')):>9}")
     m = fig.get(f"pipeline_{s}_minutes")
     print(f"{'pipeline':<16}{fmt(m * 60 if m else None, '.1f'):>10}{'':>8}{'':>10}"
@@ -248,7 +261,7 @@ def main(argv=None) -> dict:
         s, cat = label(n), label(catalog_items(n))
         keys = ([f"data_{s}_{k}" for k in ("events", "users", "items", "csv_gb", "synth_seconds")]
                 + [f"{st}_{s}_{k}" for st in stages for k in ("seconds", "peak_rss_gb")]
-                + [f"{e}_{s}_{k}" for e in ENGINES for k in ("epochs", "epoch_seconds")]
+                + [f"{e}_{s}_{k}" for e in ENGINES for k in ("fit_seconds", "budget_seconds", "epochs", "epoch_seconds")]
                 + [f"pipeline_{s}_{k}" for k in ("minutes", "budget_minutes", "peak_rss_gb", "prepare_seconds")]
                 + [f"{k.split('_')[0]}_{k.split('_')[1]}_{cat}_{k.split('_', 2)[2]}" for k in SERVE])
         result.update({k: figs.get(k) for k in keys})

@@ -42,7 +42,7 @@ def train(ds, options: dict | None = None, register: bool = True) -> dict:
                                             **{f"weight.{k}": v for k, v in config.event_weights.items()}},
                                     table_keys=TABLE_KEYS)
     tracking.log_params({"lambda": engine.lamb})
-    return {**summary, "lambda": engine.lamb, "engine": engine.name}
+    return {**summary, "lambda": engine.lamb, "engine": engine.name, "fits": len(engine.history)}
 
 
 def main(argv: list[str] | None = None) -> int:

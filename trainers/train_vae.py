@@ -51,9 +51,11 @@ def train(ds, options: dict | None = None, register: bool = True) -> dict:
             engine.fit(ds.train, val_rows, on_epoch=on_epoch, on_step=on_step)
 
     val_rows = ds.interactions.select([VAL, VAL_FOLD_IN])
-    return fit_evaluate_register(engine, ds, REGISTERED if register else None, fit=fit,
-                                 params={k: v for k, v in vars(config).items() if k != "weights"},
-                                 table_keys=TABLE_KEYS)
+    summary = fit_evaluate_register(engine, ds, REGISTERED if register else None, fit=fit,
+                                    params={k: v for k, v in vars(config).items() if k != "weights"},
+                                    table_keys=TABLE_KEYS)
+    return {**summary, "epochs": len(engine.history),
+            "stopped_on_budget": bool(engine.history and engine.history[-1].get("stopped") == "budget")}
 
 
 def main(argv: list[str] | None = None) -> int:
