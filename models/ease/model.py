@@ -72,23 +72,22 @@ class EaseEngine(Engine):
         started, budget_s = time.monotonic(), 60 * self.config.max_train_minutes
         # One fit is a single matrix inversion (tens of seconds at 10^4 items): the bar's heartbeat keeps
         # a line coming every 30 s while it runs, with the ETA from the fits done so far.
-        bar = Progress(len(self.config.lambdas), desc="ease lambda grid", unit="fit", heartbeat=True)
-        for lamb in self.config.lambdas:
-            if self.history and budget_s and time.monotonic() - started >= budget_s:
-                print(f"[ease] lambda grid stopped on the {self.config.max_train_minutes:g}-minute budget after "
-                      f"{len(self.history)} of {len(self.config.lambdas)} fits", flush=True)
-                break
-            model = EASE(lamb=lamb, posB=False, verbose=False).fit(data)
-            self.B = model.B.astype(np.float32)                                  # [n_items, n_items]
-            del model
-            row = {"lambda": float(lamb), **(self._validate(X, val) if val is not None else {})}
-            self.history.append(row)
-            bar.update(**{"lambda": float(lamb), **({"val ndcg@10": row["val_ndcg@10"]} if val is not None else {})})
-            if val is None:
-                break
-            if best is None or row["val_ndcg@10"] > best[0]:
-                best = (row["val_ndcg@10"], lamb, self.B)
-        bar.close()
+        with Progress(len(self.config.lambdas), desc="ease lambda grid", unit="fit", heartbeat=True) as bar:
+            for lamb in self.config.lambdas:
+                if self.history and budget_s and time.monotonic() - started >= budget_s:
+                    print(f"[ease] lambda grid stopped on the {self.config.max_train_minutes:g}-minute budget after "
+                          f"{len(self.history)} of {len(self.config.lambdas)} fits", flush=True)
+                    break
+                model = EASE(lamb=lamb, posB=False, verbose=False).fit(data)
+                self.B = model.B.astype(np.float32)                                  # [n_items, n_items]
+                del model
+                row = {"lambda": float(lamb), **(self._validate(X, val) if val is not None else {})}
+                self.history.append(row)
+                bar.update(**{"lambda": float(lamb), **({"val ndcg@10": row["val_ndcg@10"]} if val is not None else {})})
+                if val is None:
+                    break
+                if best is None or row["val_ndcg@10"] > best[0]:
+                    best = (row["val_ndcg@10"], lamb, self.B)
         if best is not None:
             _, lamb, self.B = best
         self.lamb = float(lamb if best is None else best[1])
