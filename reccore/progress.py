@@ -92,7 +92,7 @@ class Progress:
                 parts.append(f"ETA {max(0.0, self.budget_s - elapsed):.0f}s (budget)")
             elif eta is not None:
                 parts.append(f"ETA {eta:.0f}s")
-            parts.append(f"elapsed {elapsed:.0f}s")
+        parts.append(f"elapsed {elapsed:.0f}s")
         parts += [f"{k} {_fmt(v)}" for k, v in self.postfix.items()]
         print("  ".join(parts), file=self.stream, flush=True)
         self.lines += 1
