@@ -359,11 +359,22 @@ def main(argv=None) -> dict:
 def train(ds, options: dict | None = None, register: bool = True) -> dict:
     """Fit with early stopping on validation, then the shared tail (trainers/engine_job.py): evaluate
     beside popularity, log, register through the promotion gate. Needs an active MLflow run (the
-    caller's): the pipeline's `sasrec` stage."""
+    caller's): the pipeline's `sasrec` stage. `options` are SasrecConfig fields over the settings derived
+    from the data (models.sasrec.defaults), or the whole config with `derive: false`."""
     from models.base import config_from_dict
     from models.sasrec import SasrecEngine
+    from models.sasrec.defaults import derive_config
 
-    cfg = config_from_dict(SasrecConfig, options, "sasrec options")
+    options = dict(options or {})
+    if options.pop("derive", True):
+        # As the CLI without --config: settings derived from this training split and the budget, the
+        # options given override them (a store log of 10^5 items must not get ML-1M's full-softmax CE).
+        config_from_dict(SasrecConfig, options, "sasrec options")  # unknown keys fail here, with the valid ones
+        cfg, reasons = derive_config(ds.train, options.get("max_train_minutes"), **options)
+        print("[sasrec] settings derived from the training data (options given override them)\n"
+              + "\n".join(f"  - {r}" for r in reasons), flush=True)
+    else:
+        cfg = config_from_dict(SasrecConfig, options, "sasrec options")
     engine = SasrecEngine(cfg, ds.catalog)
 
     def fit() -> None:

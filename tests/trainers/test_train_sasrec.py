@@ -189,3 +189,29 @@ def test_two_workers_on_two_nodes_train_in_sync_on_their_own_shards(home, monkey
     losses = [r["loss"] for r in history]
     assert losses[-1] < losses[0]
     np.testing.assert_allclose(losses, [r["loss"] for r in reference], rtol=0.03)
+
+
+def test_pipeline_stage_derives_settings_from_the_data_and_options_override(home, capsys):
+    """The pipeline's `sasrec` stage (trainers.train_sasrec.train) gets the CLI's data-derived settings,
+    with its options on top; `derive: false` takes the options as the whole config."""
+    from recdata.dataset import prepare
+
+    ds = prepare("sasrec", write_log(home))
+    options = {"hidden": 16, "blocks": 1, "batch": 16, "epochs": 1, "max_train_minutes": 0.5}
+    with tracking.run("sasrec", run_name="derived") as run:
+        out = train_sasrec.train(ds, options, register=False)
+    printed = capsys.readouterr().out
+    assert "settings derived from the training data" in printed and "max_len 20: 99% of training histories" in printed
+    import mlflow
+
+    params = mlflow.MlflowClient(tracking.tracking_uri()).get_run(run.info.run_id).data.params
+    assert params["cfg.hidden"] == "16" and params["cfg.max_len"] == "20"   # an option; derived (12 events -> 20)
+    assert params["cfg.dropout"] == "0.5" and params["cfg.ema_decay"] == "0.998"  # derived: short histories
+    assert out["epochs"] == 1
+
+    with tracking.run("sasrec", run_name="given") as run:
+        train_sasrec.train(ds, {**options, "derive": False}, register=False)
+    params = mlflow.MlflowClient(tracking.tracking_uri()).get_run(run.info.run_id).data.params
+    assert params["cfg.dropout"] == "0.2" and params["cfg.max_len"] == "200"  # SasrecConfig's own defaults
+    with pytest.raises(ValueError, match="hiden"):
+        train_sasrec.train(ds, {"hiden": 16}, register=False)
