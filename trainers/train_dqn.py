@@ -102,6 +102,19 @@ def build_config(env_config: dict, args: argparse.Namespace):
     )
 
 
+def budget_ends_exploration(steps: int, seconds: float, budget_s: float, schedule) -> str | None:
+    """A warning when, at the rate measured so far, the time budget stops training before epsilon has
+    annealed (a policy trained on almost random actions), with the flag values that fix it."""
+    end_of_anneal = schedule[-1][0]
+    reachable = int(steps / max(seconds, 1e-9) * budget_s)
+    if reachable >= end_of_anneal:
+        return None
+    return (f"[dqn] warning: at {steps / max(seconds, 1e-9):.0f} env steps/s the {budget_s:g}-s budget ends training "
+            f"near {reachable:,} steps, while epsilon anneals over {end_of_anneal:,} (it will still be "
+            f"{epsilon_at(schedule, reachable):.2f}); set --timesteps to about {reachable:,} (epsilon then anneals "
+            f"over 40% of it) or --epsilon-steps to about {int(0.4 * reachable):,}")
+
+
 def epsilon_at(schedule, t: float) -> float:
     ts, vs = zip(*schedule)
     return float(np.interp(t, ts, vs))
@@ -234,6 +247,10 @@ def main(argv=None) -> dict:
             state["train_seconds"] += row["iter_seconds"]
             tracking.log_metrics({k: v for k, v in row.items() if np.isfinite(v)}, step=steps)
             bar.update(steps - bar.done, **{"return": row["return"], "epsilon": row["epsilon"]})
+            if it == 3 and args.time_budget_s:  # a fresh run: the rate of its first iterations
+                warn = budget_ends_exploration(steps, time.perf_counter() - t0, args.time_budget_s, eps_sched)
+                if warn:
+                    print(warn, flush=True)
             if logs.verbose():
                 print(json.dumps(row))
             if it % args.checkpoint_every == 0 or steps >= args.timesteps:

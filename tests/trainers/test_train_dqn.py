@@ -159,3 +159,13 @@ def test_trainer_logs_registers_and_resumes(ray_local, rees, tmp_path, monkeypat
 
     pol = DecisionPolicy.load(tracking.resolve_artifact("models:/dqn@champion", tmp_path / "dl"))
     assert pol.feature_names[0] == "score_sequence"
+
+
+def test_a_budget_that_ends_training_before_epsilon_anneals_is_called_out():
+    from trainers.train_dqn import budget_ends_exploration
+
+    schedule = [(0, 1.0), (4_000_000, 0.05)]  # 40% of --timesteps 10^7
+    warn = budget_ends_exploration(steps=3_000, seconds=10.0, budget_s=900, schedule=schedule)  # 300 steps/s
+    assert "ends training near 270,000 steps" in warn and "--timesteps to about 270,000" in warn
+    assert "still be 0.94" in warn
+    assert budget_ends_exploration(steps=3_000, seconds=10.0, budget_s=900, schedule=[(0, 1.0), (100_000, 0.05)]) is None
