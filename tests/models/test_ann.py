@@ -127,3 +127,29 @@ def test_sasrec_ann_equals_exact_in_keras_and_litert(ds, tmp_path):
     assert lite.retrieval_index().loaded
     np.testing.assert_array_equal(got[0], ann[0])
     np.testing.assert_allclose(got[1], ann[1], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("metric", ["ip", "l2"])
+def test_a_catalog_of_repeated_vectors_is_indexed_once_per_distinct_vector(metric, tmp_path):
+    """Product variants share a text embedding. The graph holds each distinct vector once and a search
+    expands it back into its items: before this, a 10^5-item catalog of 21k distinct content vectors
+    searched at recall@10 0.70, the HNSW links filled with duplicates."""
+    rng = np.random.default_rng(1)
+    centers = rng.normal(size=(20, 16))
+    distinct = (centers[rng.integers(0, 20, 600)] + 0.3 * rng.normal(size=(600, 16))).astype(np.float32)
+    copies = rng.integers(1, 40, 600)                                 # 1-39 items per vector
+    V = np.repeat(distinct, copies, axis=0)[rng.permutation(copies.sum())]
+    Q = (centers[rng.integers(0, 20, 50)] + 0.3 * rng.normal(size=(50, 16))).astype(np.float32)
+    ann, exact = ItemIndex(V, None, AnnConfig(**FORCED, metric=metric)), ItemIndex(V, None, AnnConfig())
+    assert ann.index.ntotal == 600 and ann.is_ann
+    seen = [rng.choice(len(V), 20, replace=False) for _ in range(50)]
+    a, e = ann.search(Q, 10, seen), exact.search(Q, 10, seen)
+    # Identical vectors tie, so compare the scores of the top 10 (the items may differ within a tie).
+    np.testing.assert_allclose(a[1], e[1], rtol=1e-5)
+    for row, s in zip(a[0], seen):
+        assert len(set(row)) == 10 and not set(row) & set(s)
+    # The saved graph is found again by its fingerprint (which counts the nodes).
+    ann.save(tmp_path / "index.faiss")
+    again = ItemIndex(V, None, AnnConfig(**FORCED, metric=metric), saved=tmp_path / "index.faiss")
+    assert again.loaded and again.index.ntotal == 600
+    np.testing.assert_allclose(again.search(Q, 10, seen)[1], e[1], rtol=1e-5)
