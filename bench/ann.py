@@ -4,7 +4,8 @@ the latency of one query on each path, at catalogs of 10^3, 10^4 and 10^5 items.
     python -m bench.ann [--sizes 1000,10000,100000] [--queries 200] [--engines sequence,similarity,discovery]
     python -m bench.ann --registry HOME --dataset PREPARED_DIR [--queries 400]     # trained engines
 
-With --registry, the vectors are the trained engines' own (the serving roles' `models:/discovery|content|sasrec@champion` of the RECSYS_HOME
+With --registry, the vectors are the trained engines' own (the serving roles'
+`models:/discovery|content|sasrec@champion` of the RECSYS_HOME
 HOME, e.g. a `bench.scale` rung's `home/`, whose 10^7-event rung has 10^5 items) and the queries the
 query vectors of test users' real histories from the prepared dataset: plain; the history's items
 excluded (as served: seen filtered); the category of the last history item; prices up to the catalog's

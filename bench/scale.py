@@ -213,7 +213,8 @@ def print_rung(fig: dict, events: float) -> None:
         print(f"{'prepare ' + path:<16}{fmt(fig.get(f'prepare_{path}_{s}_seconds'), '.1f'):>10}{'':>8}{'':>9}{'':>8}"
               f"{'':>10}{fmt(fig.get(f'prepare_{path}_{s}_peak_rss_gb')):>9}")
     for name in ENGINES:
-        print(f"{name:<16}{fmt(fig.get(f'{name}_{s}_seconds'), '.1f'):>10}{fmt(fig.get(f'{name}_{s}_fit_seconds'), '.1f'):>8}"
+        print(f"{name:<16}{fmt(fig.get(f'{name}_{s}_seconds'), '.1f'):>10}"
+              f"{fmt(fig.get(f'{name}_{s}_fit_seconds'), '.1f'):>8}"
               f"{fmt(fig.get(f'{name}_{s}_budget_seconds'), '.0f'):>9}{fmt(fig.get(f'{name}_{s}_epochs'), 'g'):>8}"
               f"{fmt(fig.get(f'{name}_{s}_epoch_seconds'), '.2f'):>10}{fmt(fig.get(f'{name}_{s}_peak_rss_gb')):>9}")
     m = fig.get(f"pipeline_{s}_minutes")
@@ -267,7 +268,8 @@ def main(argv=None) -> dict:
         s, cat = label(n), label(catalog_items(n))
         keys = ([f"data_{s}_{k}" for k in ("events", "users", "items", "csv_gb", "synth_seconds")]
                 + [f"{st}_{s}_{k}" for st in stages for k in ("seconds", "peak_rss_gb")]
-                + [f"{e}_{s}_{k}" for e in ENGINES for k in ("fit_seconds", "budget_seconds", "epochs", "epoch_seconds")]
+                + [f"{e}_{s}_{k}" for e in ENGINES
+                   for k in ("fit_seconds", "budget_seconds", "epochs", "epoch_seconds")]
                 + [f"pipeline_{s}_{k}" for k in ("minutes", "budget_minutes", "peak_rss_gb", "prepare_seconds")]
                 + [f"{k.split('_')[0]}_{k.split('_')[1]}_{cat}_{k.split('_', 2)[2]}" for k in SERVE])
         result.update({k: figs.get(k) for k in keys})

@@ -25,7 +25,7 @@ class EvaluationConfig:
     this many (the same users for every engine, so figures stay comparable and the promotion gate
     fair); null: every user. Why a cap: full ranking costs users x items, so a 10^5-item store with
     3.6*10^5 test users would spend most of a pipeline's budget on evaluation, while the standard
-    error of NDCG@10 at 50,000 users (<= 0.002) is already far below any difference worth acting on.
+    error of NDCG@10 at 50,000 users (at most 0.5 / sqrt(50,000) = 0.0022) is below any difference worth acting on.
     The shared datasets (<= 35,598 users) are evaluated in full. The result says `users_total` when sampled."""
     seed: int = 0
 

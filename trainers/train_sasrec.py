@@ -72,7 +72,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--register-as", default="sasrec", help="registered model name ('' = do not register)")
     p.add_argument("--alias", default="champion", help="registry alias for the new version; "
                    "'champion' goes through the promotion gate (trainers/gate.py), any other alias is set as is")
-    p.add_argument("--eval-users", type=int, help="evaluate a seeded sample of N users (default: the evaluation config's cap, 50,000)")
+    p.add_argument("--eval-users", type=int,
+                   help="evaluate a seeded sample of N users (default: the evaluation config's cap, 50,000)")
     return p.parse_args(argv)
 
 
@@ -334,15 +335,16 @@ def main(argv=None) -> dict:
             engine.fit(ds.train, ds.interactions.select(VAL), on_epoch=on_epoch, warm_start=bool(args.resume_from))
         train_seconds = time.perf_counter() - t0
         print(f"trained in {train_seconds:.0f}s; best val ndcg@10 {engine.best_val_ndcg}; evaluating test", flush=True)
-        test = evaluate(engine, ds, "test", max_users=args.eval_users or "config")
-        pop = evaluate(PopularityEngine(catalog=ds.catalog).fit(ds.train), ds, "test", max_users=args.eval_users or "config")
+        eval_users = args.eval_users or "config"
+        test = evaluate(engine, ds, "test", max_users=eval_users)
+        pop = evaluate(PopularityEngine(catalog=ds.catalog).fit(ds.train), ds, "test", max_users=eval_users)
         tracking.log_metrics(test, prefix=tracking.metric_prefix("test"))
         tracking.log_metrics(pop, prefix=tracking.metric_prefix("test", "popularity"))
         tracking.log_metrics({"fit_seconds": train_seconds})
         if engine.history:
             tracking.log_figure(learning_curve(engine.history), "learning_curve.png")
         if args.register_as and args.alias == "champion":  # the promotion gate decides champion or challenger
-            val = evaluate(engine, ds, "val", max_users=args.eval_users or "config")
+            val = evaluate(engine, ds, "val", max_users=eval_users)
             version, args.alias = gate.register_gated(engine, ds, args.register_as, val)
         else:
             version = tracking.log_engine(engine, registered_name=args.register_as or None, alias=args.alias)

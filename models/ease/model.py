@@ -83,7 +83,8 @@ class EaseEngine(Engine):
                 del model
                 row = {"lambda": float(lamb), **(self._validate(X, val) if val is not None else {})}
                 self.history.append(row)
-                bar.update(**{"lambda": float(lamb), **({"val ndcg@10": row["val_ndcg@10"]} if val is not None else {})})
+                shown = {"val ndcg@10": row["val_ndcg@10"]} if val is not None else {}
+                bar.update(**{"lambda": float(lamb), **shown})
                 if val is None:
                     break
                 if best is None or row["val_ndcg@10"] > best[0]:
@@ -114,7 +115,8 @@ class EaseEngine(Engine):
         f = val.frame
         split = f["split"].to_numpy() if "split" in f else np.full(len(f), VAL)
         tgt = f.loc[split != VAL_FOLD_IN]
-        users = sample_users(np.unique(tgt["uidx"].to_numpy()), evaluation.current().max_users, evaluation.current().seed)
+        settings = evaluation.current()
+        users = sample_users(np.unique(tgt["uidx"].to_numpy()), settings.max_users, settings.seed)
         tgt = tgt.loc[tgt["uidx"].isin(users)]
         targets = tgt.groupby("uidx")["iidx"].apply(np.asarray).reindex(users).tolist()
         if (split == VAL_FOLD_IN).any():

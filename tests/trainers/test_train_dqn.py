@@ -168,4 +168,5 @@ def test_a_budget_that_ends_training_before_epsilon_anneals_is_called_out():
     warn = budget_ends_exploration(steps=3_000, seconds=10.0, budget_s=900, schedule=schedule)  # 300 steps/s
     assert "ends training near 270,000 steps" in warn and "--timesteps to about 270,000" in warn
     assert "still be 0.94" in warn
-    assert budget_ends_exploration(steps=3_000, seconds=10.0, budget_s=900, schedule=[(0, 1.0), (100_000, 0.05)]) is None
+    early = [(0, 1.0), (100_000, 0.05)]
+    assert budget_ends_exploration(steps=3_000, seconds=10.0, budget_s=900, schedule=early) is None
