@@ -145,9 +145,9 @@ def trained_requests(engine, ds, n_queries: int, rng: np.random.Generator):
     return Q, exclude, masks
 
 
-def run_trained(engine, ds, n_queries: int, cfg: AnnConfig, seed: int, threads: int) -> dict:
-    """`run` on a trained engine's item vectors and its real query vectors."""
-    V, bias = engine.item_vectors()
+def run_trained(engine, vectors, ds, n_queries: int, cfg: AnnConfig, seed: int, threads: int) -> dict:
+    """`run` on a trained engine's item vectors (and bias) and its real query vectors."""
+    V, bias = vectors
     Q, exclude, masks = trained_requests(engine, ds, n_queries, np.random.default_rng(seed))
     return _measure(ItemIndex(V, bias, AnnConfig(min_items=len(V) + 1)), ItemIndex(V, bias, cfg),
                     Q, exclude, masks, threads)
@@ -171,11 +171,12 @@ def main_trained(a, cfg: AnnConfig) -> dict:
             print(f"{role:<11} models:/{name}@champion is not registered in {a.registry}: skipped", flush=True)
             continue
         engine = Engine.load(tracking.resolve_artifact(f"models:/{name}@champion"))
-        if engine.item_vectors() is None:
+        vectors = engine.item_vectors()
+        if vectors is None:
             print(f"{role:<11} {engine.name} has no item vectors (no index): skipped", flush=True)
             continue
-        r = run_trained(engine, ds, a.queries, cfg, a.seed, a.threads)
-        n, dim = engine.n_items, engine.item_vectors()[0].shape[1]
+        r = run_trained(engine, vectors, ds, a.queries, cfg, a.seed, a.threads)
+        n, dim = engine.n_items, vectors[0].shape[1]
         print(f"{role:<11}{n:>8}{dim:>5}{r['recall']:>10.4f}{r['recall_plain']:>7.3f}{r['recall_seen']:>7.3f}"
               f"{r['recall_category']:>7.3f}{r['recall_price']:>7.3f}{r['ann_p50']:>9.3f}{r['ann_p99']:>9.3f}"
               f"{r['exact_p50']:>10.3f}{r['exact_p99']:>10.3f}{r['build_s']:>9.1f}", flush=True)

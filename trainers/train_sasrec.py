@@ -368,15 +368,14 @@ def train(ds, options: dict | None = None, register: bool = True) -> dict:
     from models.sasrec.defaults import derive_config
 
     options = dict(options or {})
-    if options.pop("derive", True):
+    derive = options.pop("derive", True)
+    cfg = config_from_dict(SasrecConfig, options, "sasrec options")  # unknown keys fail here, with the valid ones
+    if derive:
         # As the CLI without --config: settings derived from this training split and the budget, the
         # options given override them (a store log of 10^5 items must not get ML-1M's full-softmax CE).
-        config_from_dict(SasrecConfig, options, "sasrec options")  # unknown keys fail here, with the valid ones
-        cfg, reasons = derive_config(ds.train, options.get("max_train_minutes"), **options)
+        cfg, reasons = derive_config(ds.train, cfg.max_train_minutes, **options)
         print("[sasrec] settings derived from the training data (options given override them)\n"
               + "\n".join(f"  - {r}" for r in reasons), flush=True)
-    else:
-        cfg = config_from_dict(SasrecConfig, options, "sasrec options")
     engine = SasrecEngine(cfg, ds.catalog)
 
     def fit() -> None:
