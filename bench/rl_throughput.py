@@ -30,6 +30,7 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from envs.env import response_prior  # noqa: E402
 from envs.policies import ci95, dqn_actor, evaluate_policy  # noqa: E402
 from models.dqn.policy import DecisionPolicy  # noqa: E402
 from reccore import logs  # noqa: E402
@@ -56,7 +57,8 @@ def run_setup(name: str, flags: list[str], common: list[str], minutes: float, ev
                                  default=0) / max(args.batch, 1))
             if train_s >= next_eval or train_s >= 60 * minutes or steps >= args.timesteps:
                 next_eval = train_s + eval_every
-                policy = DecisionPolicy.load(export_policy(algo, um, work / name / "policy"))
+                policy = DecisionPolicy.load(export_policy(algo, um, work / name / "policy",
+                                                          prior=response_prior(env_config)))
                 ev = evaluate_policy(um, sim_cfg, dqn_actor(policy), eval_episodes, seed=777)["return"]
                 curve.append({"seconds": train_s, "steps": steps, "updates": updates,
                               "return": float(ev.mean()), "ci95": ci95(ev)})

@@ -7,7 +7,10 @@
 env_config keys: data (path of a log), fmt (loader format, default rees46), user_model (a folder saved by
 UserModel.save; used instead of data when given), funnel_data (REES46-format log calibrating the funnel
 when `data` has no purchases, e.g. MovieLens), sim (dict of SimConfig fields; reward as a nested dict),
-seed.
+prior (a folder written by models.dqn.prior.ResponsePrior.save: observations then carry cand_prior, the
+myopic expected reward per candidate), train_reward ("sampled", the default, or "expected": each step pays
+its expected reward given the simulator's hidden state -- the same expected return with far less variance;
+for training in the simulator, never for evaluation), seed.
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ import numpy as np
 
 from envs.shopping import ENV_ID, RLLIB_ENV, RewardConfig, ShopperSim, SimConfig, observation_space
 from envs.user_model import UserModel
+from models.dqn.prior import ResponsePrior
 from reccore.config import config_from_dict
 from reccore.constants import PURCHASE
 from recdata.dataset import Catalog
@@ -27,6 +31,24 @@ from recdata.loaders import load
 
 DEFAULT_FUNNEL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "rees46-oct2019-head"
 _CACHE: dict = {}
+
+
+def response_prior(env_config: dict):
+    """The ResponsePrior an env_config names (None without "prior"); cached per process."""
+    if not env_config.get("prior"):
+        return None
+    key = ("prior", str(env_config["prior"]))
+    if key not in _CACHE:
+        _CACHE[key] = ResponsePrior.load(env_config["prior"])
+    return _CACHE[key]
+
+
+def expected_rewards(env_config: dict) -> bool:
+    """env_config "train_reward": "sampled" (default) or "expected"."""
+    mode = env_config.get("train_reward", "sampled")
+    if mode not in ("sampled", "expected"):
+        raise ValueError(f"train_reward must be 'sampled' or 'expected'; got {mode!r}")
+    return mode == "expected"
 
 
 def sim_config(values: dict | None) -> SimConfig:
@@ -75,7 +97,9 @@ class ShoppingEnv(gym.Env):
         self.um = user_model(env_config)
         self.cfg = sim_config(env_config.get("sim"))
         self.sim = ShopperSim(self.um, self.cfg, n=1, seed=env_config.get("seed"))
-        self.observation_space = observation_space(self.cfg, self.um.n_items)
+        self.sim.prior = response_prior(env_config)
+        self.sim.expected_rewards = expected_rewards(env_config)
+        self.observation_space = observation_space(self.cfg, self.um.n_items, self.sim.prior is not None)
         self.action_space = gym.spaces.Discrete(self.cfg.n_candidates)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
@@ -111,7 +135,9 @@ class ShoppingVectorEnv(gym.vector.VectorEnv):
         self.um = user_model(env_config)
         self.cfg = sim_config(env_config.get("sim"))
         self.sim = ShopperSim(self.um, self.cfg, n=self.num_envs, seed=env_config.get("seed"))
-        self.single_observation_space = observation_space(self.cfg, self.um.n_items)
+        self.sim.prior = response_prior(env_config)
+        self.sim.expected_rewards = expected_rewards(env_config)
+        self.single_observation_space = observation_space(self.cfg, self.um.n_items, self.sim.prior is not None)
         self.single_action_space = gym.spaces.Discrete(self.cfg.n_candidates)
         self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, self.num_envs)
         self.action_space = gym.vector.utils.batch_space(self.single_action_space, self.num_envs)

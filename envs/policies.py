@@ -26,6 +26,8 @@ from threadpoolctl import threadpool_limits
 
 from envs.shopping import HIST_SKIP, ShopperSim, SimConfig, logging_policy, run_episodes
 from envs.user_model import UserModel
+from models.dqn.prior import ResponsePrior, RewardTerms
+from models.dqn.prior import response_features as prior_features
 from reccore.constants import CART, PURCHASE, VIEW
 
 Actor = Callable[[ShopperSim], np.ndarray]
@@ -98,22 +100,15 @@ def blend_score(sim: ShopperSim) -> np.ndarray:
 
 # -- expected-revenue greedy -------------------------------------------------------------------------
 def response_features(sim: ShopperSim) -> np.ndarray:
-    """Per-candidate inputs of the response models [N, K, F + 4]: the DQN's candidate features, the
-    history matches (shown, skipped), and the candidate's log price relative to the last item's and to
-    the mean of the engaged history items' (what a serving system knows from its catalog)."""
-    shown, skipped = history_matches(sim)
+    """Per-candidate inputs of the response models [N, K, F + 4] (models.dqn.prior.response_features): the
+    DQN's candidate features, the history matches (shown, skipped), and the candidate's log price relative
+    to the last engaged item's and to the mean of the engaged history items' (what serving knows too)."""
     lp = sim.um.log_price
-    h = sim.hist_items
-    engaged = (h >= 0) & (sim.hist_events < HIST_SKIP)
-    mean_lp = (lp[np.maximum(h, 0)] * engaged).sum(1) / np.maximum(engaged.sum(1), 1)    # [N]
-    cand_lp = lp[sim.cand]
-    return np.concatenate([sim.feats, shown[..., None], skipped[..., None],
-                           (cand_lp - lp[sim.last][:, None])[..., None],
-                           (cand_lp - mean_lp[:, None])[..., None]], axis=-1).astype(np.float32)
+    return prior_features(sim.hist_items, sim.hist_events, sim.feats, sim.cand, lp[sim.cand], lp)
 
 
 class ExpectedRevenueGreedy:
-    """Myopic expected reward from fitted response models:
+    """Myopic expected reward from fitted response models (models.dqn.prior.ResponsePrior):
 
         E[r | show k] = P(click) * (view + P(convert | click) * ((1 - s) * cart + s * value(price_k)))
                         + (1 - P(click)) * skip,
@@ -121,10 +116,11 @@ class ExpectedRevenueGreedy:
     s = P(purchase | convert) measured on the same logged sample; value = the reward's price-weighted
     purchase. P(click) and P(convert | click) are gradient-boosted classifiers (scikit-learn) over
     `response_features`, fitted on the impressions of `n_sessions` sessions of the logging policy.
-    Skipped items are never re-shown (`mask_skipped`)."""
+    Skipped items are never re-shown (`mask_skipped`). The same prior is the DQN's starting point
+    (trainers/train_dqn.py --prior expected_revenue)."""
 
-    def __init__(self, click_model, convert_model, purchase_share: float):
-        self.click_model, self.convert_model, self.purchase_share = click_model, convert_model, purchase_share
+    def __init__(self, prior: ResponsePrior):
+        self.prior = prior
 
     @classmethod
     def fit(cls, um: UserModel, cfg: SimConfig, n_sessions: int = 6000, seed: int = 0,
@@ -153,29 +149,29 @@ class ExpectedRevenueGreedy:
         with threadpool_limits(1):
             cm = HistGradientBoostingClassifier(**kw).fit(x, click)
             vm = HistGradientBoostingClassifier(**kw).fit(x[click], conv)
-        share = float((resp == PURCHASE).sum() / max((resp >= CART).sum(), 1))
-        return cls(cm, vm, share)
+        rc = cfg.reward
+        terms = RewardTerms(skip=rc.skip, view=rc.view, cart=rc.cart, purchase=rc.purchase,
+                            price_weight=rc.price_weight, price_cap=rc.price_cap,
+                            median_price=float(um.cal.median_price),
+                            purchase_share=float((resp == PURCHASE).sum() / max((resp >= CART).sum(), 1)))
+        return cls(ResponsePrior(cm, vm, terms, um.log_price))
 
     def expected_reward(self, sim: ShopperSim) -> np.ndarray:
         """[N, K] expected immediate reward of each candidate (active rows; 0 elsewhere)."""
-        rows = np.flatnonzero(sim.active)
-        out = np.zeros(sim.cand.shape)
-        if len(rows) == 0:
-            return out
-        x = response_features(sim)[rows]
-        n, k, f = x.shape
-        flat = x.reshape(n * k, f)
-        with threadpool_limits(1):  # OpenMP threads spin-wait on a shared CPU: ~15x slower here with 2
-            pc = self.click_model.predict_proba(flat)[:, 1].reshape(n, k)
-            pq = self.convert_model.predict_proba(flat)[:, 1].reshape(n, k)
-        rc = sim.cfg.reward
-        value = sim.purchase_value(sim.cand[rows].reshape(-1)).reshape(n, k)
-        s = self.purchase_share
-        out[rows] = pc * (rc.view + pq * ((1 - s) * rc.cart + s * value)) + (1 - pc) * rc.skip
-        return out
+        return prior_values(self.prior, sim)
 
     def __call__(self, sim: ShopperSim) -> np.ndarray:
         return mask_skipped(self.expected_reward(sim), history_matches(sim)[1]).argmax(1)
+
+
+def prior_values(prior: ResponsePrior, sim: ShopperSim, rows: np.ndarray | None = None) -> np.ndarray:
+    """[N, K] the prior's expected reward for the `rows` (default: the active ones; 0 elsewhere)."""
+    rows = np.flatnonzero(sim.active) if rows is None else rows
+    out = np.zeros(sim.cand.shape, np.float32)
+    if len(rows):
+        out[rows] = prior.expected_reward(sim.hist_items[rows], sim.hist_events[rows], sim.feats[rows],
+                                          sim.cand[rows])
+    return out
 
 
 # -- the hidden-state ceiling ------------------------------------------------------------------------

@@ -203,6 +203,12 @@ class ShopperSim:
         self.s_shows, self.s_clicks = np.zeros(n), np.zeros(n)
         self.s_repeats, self.s_buys = np.zeros(n), np.zeros(n)
         self.end_score = np.zeros(n)   # return-model score (without b) of each row's last ended session
+        self.prior = None  # a models.dqn.prior.ResponsePrior: observations carry its cand_prior when set
+        # Training signal only (env_config "train_reward": "expected"): each step pays its expected reward
+        # given the hidden state instead of a sampled one. Every policy's expected return is unchanged (tower
+        # property), so the optimal policy is too, but a purchase worth 10x the median price no longer lands
+        # in a TD target as a rare jump: the regression target of the immediate part has no noise left.
+        self.expected_rewards = False
         self.active = np.ones(n, bool)  # rows a driver still needs actions for (run_episodes clears ended
         #                                 ones; an expensive actor may answer only these, anything elsewhere)
 
@@ -363,15 +369,23 @@ class ShopperSim:
             raise ValueError(f"actions must be candidate positions in [0, {cfg.n_candidates})")
         items = self.cand[np.arange(n), actions]
         shown_before = (self.hist_items == items[:, None]).any(1)
-        click = rng.random(n) < self.click_prob(items)
+        p_click = self.click_prob(items)
+        click = rng.random(n) < p_click
         same_cat = um.item_cat[items] == um.item_cat[self.last]
         new_interest = np.where(same_cat, self.interest, self.interest * cfg.switch_keep)
         new_interest = new_interest + self.alpha * (1 - new_interest)
-        convert = click & (rng.random(n) < self.conversion_prob(items, new_interest))
-        buy = convert & (rng.random(n) < um.cal.purchase_share)
+        p_convert = self.conversion_prob(items, new_interest)
+        convert = click & (rng.random(n) < p_convert)
+        share = um.cal.purchase_share
+        buy = convert & (rng.random(n) < share)
         response = np.where(buy, PURCHASE, np.where(convert, CART, np.where(click, VIEW, SKIP)))
         rc = cfg.reward
-        reward = np.select([buy, convert, click], [self.purchase_value(items), rc.cart, rc.view], rc.skip)
+        value = self.purchase_value(items)
+        if self.expected_rewards:  # E[reward | hidden state, action]: the same expected return, far less noise
+            reward = (p_click * ((1 - p_convert) * rc.view + p_convert * (share * value + (1 - share) * rc.cart))
+                      + (1 - p_click) * rc.skip)
+        else:
+            reward = np.select([buy, convert, click], [value, rc.cart, rc.view], rc.skip)
 
         # state updates
         self.interest = np.where(click, np.where(buy, 0.0, new_interest), self.interest)
@@ -412,8 +426,12 @@ class ShopperSim:
 
     def observation(self, rows=None) -> dict:
         rows = slice(None) if rows is None else rows
-        return {"hist_items": self.hist_items[rows].copy(), "hist_events": self.hist_events[rows].copy(),
-                "cand_items": self.cand[rows].copy(), "cand_feats": self.feats[rows].copy()}
+        obs = {"hist_items": self.hist_items[rows].copy(), "hist_events": self.hist_events[rows].copy(),
+               "cand_items": self.cand[rows].copy(), "cand_feats": self.feats[rows].copy()}
+        if self.prior is not None:  # the myopic expected reward per candidate (the residual DQN's base)
+            obs["cand_prior"] = self.prior.expected_reward(obs["hist_items"], obs["hist_events"], obs["cand_feats"],
+                                                           obs["cand_items"])
+        return obs
 
 
 def logging_policy(sim: "ShopperSim", rng: np.random.Generator,
@@ -526,11 +544,15 @@ def fit_return_intercept(um: UserModel, cfg: SimConfig, n: int = 4000, seed: int
     return _FIT_CACHE[key]
 
 
-def observation_space(cfg: SimConfig, n_items: int) -> gym.spaces.Dict:
+def observation_space(cfg: SimConfig, n_items: int, prior: bool = False) -> gym.spaces.Dict:
+    """The env's observation; with `prior`, also cand_prior [K]: the myopic expected reward per candidate."""
     L, K = cfg.history_len, cfg.n_candidates
-    return gym.spaces.Dict({
+    spaces = {
         "hist_items": gym.spaces.Box(-1, n_items - 1, (L,), np.int64),
         "hist_events": gym.spaces.Box(0, HIST_SKIP, (L,), np.int64),
         "cand_items": gym.spaces.Box(0, n_items - 1, (K,), np.int64),
         "cand_feats": gym.spaces.Box(-np.inf, np.inf, (K, N_FEATURES), np.float32),
-    })
+    }
+    if prior:
+        spaces["cand_prior"] = gym.spaces.Box(-np.inf, np.inf, (K,), np.float32)
+    return gym.spaces.Dict(spaces)

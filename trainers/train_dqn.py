@@ -21,8 +21,8 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from envs.env import register_rllib, sim_config, user_model  # noqa: E402
-from envs.policies import dqn_actor, evaluate_policy  # noqa: E402
+from envs.env import register_rllib, response_prior, sim_config, user_model  # noqa: E402
+from envs.policies import ExpectedRevenueGreedy, dqn_actor, evaluate_policy  # noqa: E402
 from envs.shopping import fit_engagement, fit_return_intercept  # noqa: E402
 from envs.user_model import UserModel  # noqa: E402
 from models.dqn.features import CANDIDATE_FEATURES  # noqa: E402
@@ -53,6 +53,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--sim", action="append", default=[], metavar="FIELD=VALUE",
                    help="simulator setting (envs.shopping.SimConfig field), e.g. --sim sessions_max=8 "
                         "--sim return_rate=0.6 for episodes over a window of sessions; repeatable")
+    p.add_argument("--prior", choices=("expected_revenue", "none"), default="expected_revenue",
+                   help="expected_revenue: Q = the myopic expected reward (response models fitted on logged sessions "
+                        "of the simulator, the expected_revenue baseline) + a learned residual that starts at 0 "
+                        "(models/dqn/prior.py); none: Q learned from scratch")
+    p.add_argument("--train-reward", choices=("expected", "sampled"), default="expected",
+                   help="expected: each simulated step pays its expected reward given the simulator's hidden state "
+                        "(the same expected return, so the same optimal policy; far less variance in the TD targets); "
+                        "sampled: the drawn reward. Evaluation always draws")
+    p.add_argument("--prior-sessions", type=int, default=6000,
+                   help="logged sessions the prior's response models fit on")
     p.add_argument("--batch", type=int, default=128, help="train batch per learner update")
     p.add_argument("--training-intensity", type=float, default=4.0, help="replayed/sampled step ratio")
     p.add_argument("--epsilon-steps", type=int, default=None,
@@ -120,12 +130,13 @@ def epsilon_at(schedule, t: float) -> float:
     return float(np.interp(t, ts, vs))
 
 
-def export_policy(algo, user_model, folder: Path, meta: dict | None = None):
-    """The learner's Q-network -> plain-torch DecisionPolicy artifact (no Ray needed to load it)."""
+def export_policy(algo, user_model, folder: Path, meta: dict | None = None, prior=None):
+    """The learner's Q-network (+ its myopic prior, for a residual network) -> plain-torch DecisionPolicy
+    artifact (no Ray needed to load it)."""
     module = learner_module(algo)
     net = QNetwork(module.encoder.cfg)
     net.load_state_dict({k: v.detach().cpu() for k, v in module.encoder.state_dict().items()})
-    return DecisionPolicy(net, user_model.catalog, CANDIDATE_FEATURES, meta).save(folder)
+    return DecisionPolicy(net, user_model.catalog, CANDIDATE_FEATURES, meta, prior).save(folder)
 
 
 def learner_module(algo):
@@ -179,8 +190,21 @@ def prepare_env_config(args, out: Path) -> tuple[dict, object]:
         fitted["click_max"], fitted["leave_scale"] = fit_engagement(um, base)
     if base.sessions_max > 1 and base.return_intercept is None:
         fitted["return_intercept"] = fit_return_intercept(um, dataclasses.replace(base, **fitted))
-    env_config = {"user_model": str(um_dir), "sim": {**given, **fitted}, "seed": args.seed}
-    return env_config, um, dataclasses.replace(base, **fitted)
+    sim_cfg = dataclasses.replace(base, **fitted)
+    env_config = {"user_model": str(um_dir), "sim": {**given, **fitted}, "seed": args.seed,
+                  "train_reward": getattr(args, "train_reward", "sampled")}
+    if getattr(args, "prior", "none") != "none":
+        prior_dir = out / "prior"
+        resuming = (out / "checkpoint" / "rllib_checkpoint.json").exists() and (prior_dir / "prior.json").exists()
+        if not resuming:  # a resumed run keeps the prior its network was trained over
+            try:
+                er = ExpectedRevenueGreedy.fit(um, sim_cfg, n_sessions=args.prior_sessions, seed=args.seed)
+            except ValueError as e:
+                raise SystemExit(f"[dqn] the expected-revenue prior cannot be fitted: {e}; raise --prior-sessions "
+                                 "or train without a prior (--prior none)") from e
+            er.prior.save(prior_dir)
+        env_config["prior"] = str(prior_dir)
+    return env_config, um, sim_cfg
 
 
 def main(argv=None) -> dict:
@@ -277,7 +301,8 @@ def main(argv=None) -> dict:
         # export, evaluate greedily in the vectorized simulator, log and register
         policy_dir = export_policy(algo, um, out / "policy", meta={
             "env_config": env_config, "sim_config": sim_cfg.__dict__ | {"reward": sim_cfg.reward.__dict__},
-            "train_seconds": state["train_seconds"], "timesteps": steps, "gamma": args.gamma})
+            "train_seconds": state["train_seconds"], "timesteps": steps, "gamma": args.gamma,
+            "prior": args.prior}, prior=response_prior(env_config))
         ev = evaluate_policy(um, sim_cfg, dqn_actor(DecisionPolicy.load(policy_dir)), args.eval_episodes, seed=12345)
         summary = {"eval_return": float(ev["return"].mean()), "eval_purchases": float(ev["purchases"].mean()),
                    "eval_length": float(ev["length"].mean()), "eval_sessions": float(ev["sessions"].mean()),

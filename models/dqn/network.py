@@ -4,7 +4,7 @@ Q(s, a) for a state s = the shopper's recent history and an action a = one of K 
 
     history  [B, L] items + [B, L] events  --self-attention (SASRec-style encoder, Kang & McAuley 2018)-->  state
     candidate [B, K, F] features + item id + "seen in history" counts  --cross-attention over the history-->
-    Q[b, k] = MLP([cand_k, attended_k, state, cand_k * state])
+    Q[b, k] = MLP([cand_k, attended_k, state, cand_k * state])      (+ prior[b, k] with cfg.prior)
 
 The action space is the K candidates of the request, never the catalog: item ids enter only through
 a *hashed* embedding table of fixed size, so the network shape does not depend on the catalog size
@@ -45,6 +45,10 @@ class QNetworkConfig:
     """Hashed item-embedding rows; fixed, so the catalog size never sets the network shape."""
     dropout: float = 0.0
     """Dropout in the attention blocks (DQN targets are noisy enough; 0 keeps Q deterministic)."""
+    prior: bool = False
+    """Residual over a myopic prior (models/dqn/prior.py): the forward pass takes cand_prior [B, K] (the
+    expected immediate reward per candidate), reads it as one more candidate input, and returns
+    Q = cand_prior + head(...), the head's last layer zero at initialisation (Q starts as the prior)."""
 
 
 class QNetwork(nn.Module):
@@ -60,13 +64,16 @@ class QNetwork(nn.Module):
         self.encoder = nn.TransformerEncoder(layer, cfg.n_layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(d)
         # candidate: features + 3 history-match counts (seen, seen-and-skipped, seen-and-engaged)
-        self.cand_in = nn.Sequential(nn.Linear(cfg.n_features + 3, d), nn.GELU(), nn.Linear(d, d))
+        self.cand_in = nn.Sequential(nn.Linear(cfg.n_features + 3 + int(cfg.prior), d), nn.GELU(), nn.Linear(d, d))
         self.cross = nn.MultiheadAttention(d, cfg.n_heads, dropout=cfg.dropout, batch_first=True)
         self.head = nn.Sequential(nn.Linear(4 * d, 2 * d), nn.GELU(), nn.Linear(2 * d, d), nn.GELU(), nn.Linear(d, 1))
         # Small embeddings at start (GPT-2 style, std 0.02): torch's default N(0, 1) rows would drown the
         # candidate features, and the features carry most of the signal early in training.
         for emb in (self.item_emb, self.event_emb, self.pos_emb):
             nn.init.normal_(emb.weight, std=0.02)
+        if cfg.prior:  # the residual starts at 0: the untrained network ranks by the prior
+            nn.init.zeros_(self.head[-1].weight)
+            nn.init.zeros_(self.head[-1].bias)
 
     def _bucket(self, items: torch.Tensor) -> torch.Tensor:
         pad = items < 0
@@ -74,9 +81,12 @@ class QNetwork(nn.Module):
         return torch.where(pad, torch.full_like(b, self.cfg.item_buckets), b)
 
     def forward(self, hist_items: torch.Tensor, hist_events: torch.Tensor, cand_feats: torch.Tensor,
-                cand_items: torch.Tensor) -> torch.Tensor:
-        """hist_items [B, L] int64 (-1 pad), hist_events [B, L] int, cand_feats [B, K, F], cand_items [B, K]
-        -> Q [B, K]."""
+                cand_items: torch.Tensor, cand_prior: torch.Tensor | None = None) -> torch.Tensor:
+        """hist_items [B, L] int64 (-1 pad), hist_events [B, L] int, cand_feats [B, K, F], cand_items [B, K],
+        cand_prior [B, K] (with cfg.prior: the myopic expected reward) -> Q [B, K]."""
+        if self.cfg.prior and cand_prior is None:
+            raise ValueError("this Q-network is a residual over a prior: pass cand_prior [B, K] "
+                             "(models.dqn.prior.ResponsePrior.expected_reward)")
         hist_items = hist_items.long()
         cand_items = cand_items.long()
         hist_events = hist_events.long().clamp(0, N_EVENT_CODES - 1)
@@ -93,8 +103,10 @@ class QNetwork(nn.Module):
         same = (cand_items.unsqueeze(2) == hist_items.unsqueeze(1)) & ~pad.unsqueeze(1)  # [B, K, L]
         skipped = (hist_events == SKIP).unsqueeze(1)
         counts = torch.stack([same.sum(-1), (same & skipped).sum(-1), (same & ~skipped).sum(-1)], -1).float()
-        c = self.cand_in(torch.cat([cand_feats.float(), counts], dim=-1))        # [B, K, d]
+        inputs = [cand_feats.float(), counts] + ([cand_prior.float().unsqueeze(-1)] if self.cfg.prior else [])
+        c = self.cand_in(torch.cat(inputs, dim=-1))                              # [B, K, d]
         c = c + self.item_emb(self._bucket(cand_items))
         att, _ = self.cross(c, h, h, key_padding_mask=mask, need_weights=False)  # [B, K, d]
         s = state.unsqueeze(1).expand_as(c)
-        return self.head(torch.cat([c, att, s, c * s], dim=-1)).squeeze(-1)    # [B, K]
+        q = self.head(torch.cat([c, att, s, c * s], dim=-1)).squeeze(-1)         # [B, K]
+        return q + cand_prior.float() if self.cfg.prior else q

@@ -4,6 +4,8 @@ Artifact folder (written by `DecisionPolicy.save`, from RLlib by `trainers.train
     manifest.json   engine "dqn", network config, feature names, history convention
     catalog/        recdata Catalog: history item ids -> the dense indices the network was trained on
     weights.pt      the Q-network's state_dict (tensors only; loaded with weights_only=True)
+    prior/          with a residual network (network.prior): the myopic prior's response models and item
+                    log prices (models/dqn/prior.py); q_values computes the prior itself
 
 Inputs of `q_values` (the serving contract):
     hist_items  [B, L] int64  dense item indices (catalog.item_index), most recent LAST, pad = -1 on
@@ -12,7 +14,7 @@ Inputs of `q_values` (the serving contract):
     hist_events [B, L] int8   0 view, 1 cart, 2 purchase, 3 skip (shown, not clicked); any value at pads
     cand_feats  [B, K, F]     models.dqn.features.build_candidate_features(...) per request, F = len(feature_names)
     cand_items  [B, K] int64  dense candidate indices (-1 for items the catalog does not know)
--> Q [B, K] float32: expected discounted session reward of showing each candidate now (higher = better).
+-> Q [B, K] float32: expected discounted reward of showing each candidate now (higher = better).
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ import numpy as np
 import torch
 
 from models.dqn.network import QNetwork, QNetworkConfig
+from models.dqn.prior import ResponsePrior
 from recdata.dataset import Catalog
 
 ARTIFACT_VERSION = 1
@@ -33,7 +36,11 @@ ARTIFACT_VERSION = 1
 class DecisionPolicy:
     name = "dqn"
 
-    def __init__(self, network: QNetwork, catalog: Catalog, feature_names: tuple[str, ...], meta: dict | None = None):
+    def __init__(self, network: QNetwork, catalog: Catalog, feature_names: tuple[str, ...], meta: dict | None = None,
+                 prior: ResponsePrior | None = None):
+        if network.cfg.prior and prior is None:
+            raise ValueError("a residual Q-network (cfg.prior) needs its ResponsePrior")
+        self.prior = prior if network.cfg.prior else None
         self.network = network.eval()
         self.catalog = catalog
         self.feature_names = tuple(feature_names)
@@ -59,6 +66,8 @@ class DecisionPolicy:
         (folder / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
         self.catalog.save(folder / "catalog")
         torch.save({k: v.detach().cpu() for k, v in self.network.state_dict().items()}, folder / "weights.pt")
+        if self.prior is not None:
+            self.prior.save(folder / "prior")
         return folder
 
     @classmethod
@@ -74,7 +83,8 @@ class DecisionPolicy:
         net = QNetwork(QNetworkConfig(**manifest["network"]))
         net.load_state_dict(torch.load(folder / "weights.pt", map_location="cpu", weights_only=True))
         meta = {k: v for k, v in manifest.items() if k not in ("network", "feature_names")}
-        return cls(net, Catalog.load(folder / "catalog"), manifest["feature_names"], meta)
+        prior = ResponsePrior.load(folder / "prior") if net.cfg.prior else None
+        return cls(net, Catalog.load(folder / "catalog"), manifest["feature_names"], meta, prior)
 
     # -- inference --------------------------------------------------------------------------------
     @torch.no_grad()
@@ -92,8 +102,11 @@ class DecisionPolicy:
         if cand_items.shape != cand_feats.shape[:2]:
             raise ValueError(f"cand_items {cand_items.shape} must be [B, K] matching cand_feats {cand_feats.shape}")
         hist_items, hist_events = self.fit_history(hist_items, hist_events)
+        prior = None
+        if self.prior is not None:
+            prior = torch.from_numpy(self.prior.expected_reward(hist_items, hist_events, cand_feats, cand_items))
         q = self.network(torch.from_numpy(hist_items), torch.from_numpy(hist_events.astype(np.int64)),
-                         torch.from_numpy(cand_feats), torch.from_numpy(cand_items))
+                         torch.from_numpy(cand_feats), torch.from_numpy(cand_items), prior)
         return q.numpy().astype(np.float32)
 
     def fit_history(self, items: np.ndarray, events: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -26,7 +26,7 @@ from ray.rllib.utils.schedules.scheduler import Scheduler  # noqa: E402
 
 from models.dqn.network import QNetwork, QNetworkConfig  # noqa: E402
 
-NETWORK_KEYS = ("n_features", "history_len", "d_model", "n_heads", "n_layers", "item_buckets", "dropout")
+NETWORK_KEYS = ("n_features", "history_len", "d_model", "n_heads", "n_layers", "item_buckets", "dropout", "prior")
 
 
 def network_config(model_config: dict, observation_space=None) -> QNetworkConfig:
@@ -35,6 +35,7 @@ def network_config(model_config: dict, observation_space=None) -> QNetworkConfig
     if observation_space is not None:
         values["history_len"] = int(observation_space["hist_items"].shape[0])
         values["n_features"] = int(observation_space["cand_feats"].shape[-1])
+        values["prior"] = "cand_prior" in observation_space.spaces  # the env supplies the myopic prior
     return QNetworkConfig(**values)
 
 
@@ -51,5 +52,6 @@ class TransformerDQNModule(DefaultDQNTorchRLModule):
 
     def _qf_forward_helper(self, batch, encoder, head):
         obs = batch[Columns.OBS]
-        q = encoder(obs["hist_items"], obs["hist_events"], obs["cand_feats"], obs["cand_items"])  # [B, K]
+        q = encoder(obs["hist_items"], obs["hist_events"], obs["cand_feats"], obs["cand_items"],
+                    obs.get("cand_prior"))                                                   # [B, K]
         return {QF_PREDS: head(q)}

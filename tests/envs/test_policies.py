@@ -84,7 +84,7 @@ def test_expected_revenue_fits_response_models_that_rank(um, cfg, baselines):
     from envs.policies import response_features
 
     x = response_features(sim).reshape(-1, response_features(sim).shape[-1])
-    pc_hat = er.click_model.predict_proba(x)[:, 1].reshape(sim.n, -1)
+    pc_hat = er.prior.click_model.predict_proba(x)[:, 1].reshape(sim.n, -1)
     pc = np.stack([sim.click_prob(sim.cand[:, k]) for k in range(sim.cand.shape[1])], 1)
     corr = np.mean([np.corrcoef(pc_hat[i], pc[i])[0, 1] for i in range(sim.n) if pc[i].std() > 0])
     assert corr > 0.3, corr

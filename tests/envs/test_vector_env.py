@@ -93,3 +93,34 @@ def test_make_env_and_runner_seeds(um_dir):
         envs.append(env.reset()[0]["hist_items"][:, -1])
     assert not np.array_equal(envs[0], envs[1])
     assert isinstance(make_env(_config(um_dir)), ShoppingEnv)
+
+
+def test_expected_rewards_pay_each_steps_mean_and_leave_the_shoppers_unchanged(um_dir, tmp_path):
+    """train_reward="expected": the same shoppers and responses (same seed) as sampled rewards, each step
+    paying the expectation of the sampled reward -- equal means over many steps, far lower variance; the
+    prior's observation key appears with a prior and is inside the space."""
+    from envs.policies import ExpectedRevenueGreedy
+
+    sampled = ShoppingVectorEnv(_config(um_dir, sessions_max=2, return_rate=0.5), num_envs=4000)
+    cfg = {**_config(um_dir, sessions_max=2, return_rate=0.5), "train_reward": "expected"}
+    er = ExpectedRevenueGreedy.fit(user_model({"user_model": um_dir}), sampled.sim.cfg, n_sessions=1500, seed=0)
+    cfg["prior"] = str(er.prior.save(tmp_path / "prior"))
+    expected = ShoppingVectorEnv(cfg, num_envs=4000)
+    obs_s, _ = sampled.reset()
+    obs_e, _ = expected.reset()
+    assert "cand_prior" in obs_e and "cand_prior" not in obs_s and expected.observation_space.contains(obs_e)
+    rng = np.random.default_rng(1)
+    rs, re = [], []
+    for _ in range(6):
+        a = rng.integers(0, 10, 4000)
+        obs_s, r_s, *_, info_s = sampled.step(a)
+        obs_e, r_e, *_, info_e = expected.step(a)
+        np.testing.assert_array_equal(info_s["response"], info_e["response"])  # the same draws
+        rs.append(r_s)
+        re.append(r_e)
+    rs, re = np.concatenate(rs), np.concatenate(re)
+    se = np.sqrt(rs.var() / len(rs))
+    assert abs(rs.mean() - re.mean()) < 4 * se, (rs.mean(), re.mean(), se)
+    assert re.var() < 0.5 * rs.var()
+    with pytest.raises(ValueError, match="train_reward"):
+        ShoppingVectorEnv({**cfg, "train_reward": "mean"}, num_envs=2)

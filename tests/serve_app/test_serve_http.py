@@ -65,9 +65,22 @@ def served(tmp_path_factory):
     from models.dqn.network import QNetwork, QNetworkConfig
     from models.dqn.policy import DecisionPolicy
 
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    from models.dqn.prior import ResponsePrior, RewardTerms
+
+    # ... as train_dqn exports it by default: a residual over the expected-revenue prior, whose response
+    # models serving evaluates per request (fitted here on random impressions; the residual is still 0)
     torch.manual_seed(0)
-    net = QNetwork(QNetworkConfig(n_features=len(CANDIDATE_FEATURES), history_len=8, d_model=16))
-    policy = DecisionPolicy(net, ds.catalog, CANDIDATE_FEATURES).save(tmp / "dqn")
+    x = rng.random((2000, len(CANDIDATE_FEATURES) + 4))
+    click = rng.random(2000) < 0.2 + 0.5 * x[:, 0]
+    models = [HistGradientBoostingClassifier(max_iter=10, random_state=0).fit(x[m], y[m]) for m, y in
+              ((slice(None), click), (click, rng.random(2000) < 0.3 * x[:, 1]))]
+    terms = RewardTerms(skip=0.0, view=0.05, cart=0.3, purchase=1.0, price_weight=1.0, price_cap=10.0,
+                        median_price=130.0, purchase_share=0.4)
+    prior = ResponsePrior(*models, terms, np.log(ds.catalog.items["price"].to_numpy(np.float64)))
+    net = QNetwork(QNetworkConfig(n_features=len(CANDIDATE_FEATURES), history_len=8, d_model=16, prior=True))
+    policy = DecisionPolicy(net, ds.catalog, CANDIDATE_FEATURES, prior=prior).save(tmp / "dqn")
 
     port, metrics_port = _free_port(), _free_port()
     ray.init(address="local", num_cpus=2, include_dashboard=False, _temp_dir=str(Path("/tmp") / f"rsvt{os.getpid()}"),
@@ -193,6 +206,8 @@ def test_decision_policy_reranks_the_union(served, client):
     assert body["ranker"] == "decision" and "decision" not in body["degraded"]
     scores = [it["score"] for it in body["items"]]
     assert len(scores) == 8 and scores == sorted(scores, reverse=True)
+    # Q = the prior's expected reward (the residual is 0): probability-weighted rewards, not raw outputs
+    assert all(0.0 <= s <= 0.05 + 0.3 + 10.0 for s in scores) and len(set(scores)) > 1
     v = client.get("/version").json()
     assert v["engines"]["decision"]["status"] == "ok" and v["engines"]["decision"]["engine"] == "dqn"
 

@@ -38,12 +38,25 @@ def um_dir(tmp_path_factory, rees):
     return str(user_model({"data": str(rees)}).save(tmp_path_factory.mktemp("um") / "user_model"))
 
 
-def _tiny_config(um_dir, sim=None, extra=()):
+@pytest.fixture(scope="module")
+def prior_dir(tmp_path_factory, um_dir):
+    """The expected-revenue prior fitted on the tiny configs' simulator (what train_dqn fits by default)."""
+    from envs.env import sim_config, user_model
+    from envs.policies import ExpectedRevenueGreedy
+
+    er = ExpectedRevenueGreedy.fit(user_model({"user_model": um_dir}), sim_config({"click_max": 0.8}),
+                                   n_sessions=1500, seed=0)
+    return str(er.prior.save(tmp_path_factory.mktemp("prior") / "prior"))
+
+
+def _tiny_config(um_dir, sim=None, extra=(), prior=None):
     from trainers.train_dqn import build_config, parse_args
 
     args = parse_args(["--timesteps", "400", "--d-model", "16", "--batch", "32", "--envs-per-runner", "2", *extra])
-    cfg = build_config({"user_model": um_dir, "sim": {"click_max": 0.8, **(sim or {})}, "seed": 0}, args)
-    return cfg.reporting(min_sample_timesteps_per_iteration=200)
+    env_config = {"user_model": um_dir, "sim": {"click_max": 0.8, **(sim or {})}, "seed": 0}
+    if prior:
+        env_config["prior"] = prior
+    return build_config(env_config, args).reporting(min_sample_timesteps_per_iteration=200)
 
 
 def test_sim_flags_fit_the_horizon_once_and_gamma_zero_is_myopic(um_dir, tmp_path):
@@ -78,27 +91,30 @@ def test_rllib_trains_on_episodes_over_sessions(ray_local, um_dir):
         algo.stop()
 
 
-def _obs_batch(um_dir, n=6):
-    from envs.env import sim_config, user_model
+def _obs_batch(um_dir, n=6, prior=None):
+    from envs.env import response_prior, sim_config, user_model
     from envs.shopping import ShopperSim
 
     sim = ShopperSim(user_model({"user_model": um_dir}), sim_config({"click_max": 0.8}), n=n, seed=3)
+    sim.prior = response_prior({"prior": prior})
     sim.reset()
     sim.step(np.arange(n) % 10)
     return sim.observation()
 
 
-def test_rllib_trains_by_name_checkpoints_and_exports(ray_local, um_dir, tmp_path):
+def test_rllib_trains_by_name_checkpoints_and_exports(ray_local, um_dir, prior_dir, tmp_path):
+    """The residual-over-prior network (train_dqn's default): the env's observations carry the prior, and
+    the exported artifact, which computes the prior itself, gives the RLlib module's Q-values."""
     import torch
     from ray.rllib.core.columns import Columns
     from ray.rllib.core.rl_module.rl_module import RLModule
 
+    from envs.env import response_prior, user_model
     from envs.shopping import RLLIB_ENV
-    from envs.env import user_model
     from models.dqn.policy import DecisionPolicy
     from trainers.train_dqn import export_policy, learner_module
 
-    cfg = _tiny_config(um_dir)
+    cfg = _tiny_config(um_dir, prior=prior_dir)
     assert cfg.env == RLLIB_ENV  # the env is given by its registered name
     algo = cfg.build_algo()
     try:
@@ -106,12 +122,15 @@ def test_rllib_trains_by_name_checkpoints_and_exports(ray_local, um_dir, tmp_pat
         assert result["env_runners"]["num_env_steps_sampled_lifetime"] >= 200
         assert np.isfinite(result["env_runners"]["episode_return_mean"])
         module = learner_module(algo)
-        obs = _obs_batch(um_dir)
+        assert module.encoder.cfg.prior
+        obs = _obs_batch(um_dir, prior=prior_dir)
+        assert obs["cand_prior"].shape == obs["cand_items"].shape
         tobs = {k: torch.from_numpy(v) for k, v in obs.items()}
         with torch.no_grad():
             q_rllib = module.compute_q_values({Columns.OBS: tobs})["qf_preds"].numpy()
         algo.save_to_path(str(tmp_path / "ckpt"))
-        pol = DecisionPolicy.load(export_policy(algo, user_model({"user_model": um_dir}), tmp_path / "policy"))
+        pol = DecisionPolicy.load(export_policy(algo, user_model({"user_model": um_dir}), tmp_path / "policy",
+                                                prior=response_prior({"prior": prior_dir})))
     finally:
         algo.stop()
     # plain-torch export == RLlib module
@@ -123,7 +142,7 @@ def test_rllib_trains_by_name_checkpoints_and_exports(ray_local, um_dir, tmp_pat
     with torch.no_grad():
         q_restored = restored.compute_q_values({Columns.OBS: tobs})["qf_preds"].numpy()
     np.testing.assert_allclose(q_restored, q_rllib, rtol=1e-5, atol=1e-6)
-    algo2 = _tiny_config(um_dir).build_algo()
+    algo2 = _tiny_config(um_dir, prior=prior_dir).build_algo()
     try:
         algo2.restore_from_path(str(tmp_path / "ckpt"))
         with torch.no_grad():
@@ -140,7 +159,7 @@ def test_trainer_logs_registers_and_resumes(ray_local, rees, tmp_path, monkeypat
 
     common = ["--format", "rees46", "--path", str(rees),
               "--d-model", "16", "--batch", "32", "--envs-per-runner", "2", "--eval-episodes", "500",
-              "--checkpoint-every", "1", "--out", str(tmp_path / "work")]
+              "--checkpoint-every", "1", "--prior-sessions", "1500", "--out", str(tmp_path / "work")]
     first = main(["--timesteps", "1000", *common])
     state = json.loads((tmp_path / "work" / "state.json").read_text())
     n_first = len(state["history"])
@@ -159,6 +178,7 @@ def test_trainer_logs_registers_and_resumes(ray_local, rees, tmp_path, monkeypat
 
     pol = DecisionPolicy.load(tracking.resolve_artifact("models:/dqn@champion", tmp_path / "dl"))
     assert pol.feature_names[0] == "score_sequence"
+    assert pol.prior is not None and pol.meta["prior"] == "expected_revenue"  # the default: residual over ER
 
 
 def test_a_budget_that_ends_training_before_epsilon_anneals_is_called_out():
