@@ -177,6 +177,9 @@ def main(argv=None) -> dict:
     p.add_argument("--ope-eps", type=float, default=0.1, help="the OPE target: the DQN made eps-greedy")
     p.add_argument("--ope-clip", type=float, default=100.0, help="clip of the cumulative importance weights")
     p.add_argument("--ope-temperature", type=float, default=0.3, help="logging policy's softmax temperature")
+    p.add_argument("--expected-rewards", action="store_true",
+                   help="score each step by its expected reward given the hidden state (the same expected return, "
+                        "about half the CI); the trajectories are still drawn")
     p.add_argument("--sensitivity", action="store_true", help="DQN advantage as each return assumption moves")
     p.add_argument("--rllib-throughput", action="store_true", help="also measure RLlib steps/s with 0/1/2 runners")
     args = p.parse_args(argv)
@@ -206,10 +209,10 @@ def main(argv=None) -> dict:
     policies["dqn"] = dqn_actor(policy)
     res = {}
     print(f"{'policy':30s} {'return':>16s} {'purchases/episode':>22s} {'length':>18s} {'sessions':>16s}  "
-          f"(N={args.episodes}, 95% CI)")
+          f"(N={args.episodes}, 95% CI{'; expected rewards' if args.expected_rewards else ''})")
     for name, actor in policies.items():
         t0 = time.perf_counter()
-        r = evaluate_policy(um, cfg, actor, args.episodes, seed=args.seed)
+        r = evaluate_policy(um, cfg, actor, args.episodes, seed=args.seed, expected_rewards=args.expected_rewards)
         res[name] = r
         print(f"{name:30s} {r['return'].mean():8.4f} ± {ci95(r['return']):.4f} {r['purchases'].mean():12.4f} ± "
               f"{ci95(r['purchases']):.4f} {r['length'].mean():9.3f} ± {ci95(r['length']):.3f} "
@@ -255,7 +258,7 @@ def main(argv=None) -> dict:
     sens = {}
     if args.sensitivity:
         sens = sensitivity(um, cfg, policy, baselines, best if best in baselines else "expected_revenue",
-                           myopic, min(args.episodes, 10000), args.seed)
+                           myopic, min(args.episodes, 10000), args.seed, args.expected_rewards)
     thr = {}
     if args.rllib_throughput:
         import ray  # lazy: only the optional RLlib throughput study starts Ray
@@ -272,6 +275,7 @@ def main(argv=None) -> dict:
             ray.shutdown()
     md = res["myopic_dqn"]["return"] if myopic is not None else None
     out = {"episodes": args.episodes, "eval_seed": args.seed, "sessions_max": cfg.sessions_max,
+           "expected_rewards": args.expected_rewards, "train_prior": policy.meta.get("prior", "none"),
            "dqn_return": float(d.mean()), "dqn_ci95": ci95(d),
            "dqn_purchases": float(res["dqn"]["purchases"].mean()), "dqn_length": float(res["dqn"]["length"].mean()),
            "best_greedy_name": best, "best_greedy_return": float(b.mean()), "best_greedy_ci95": ci95(b),
@@ -294,7 +298,7 @@ def main(argv=None) -> dict:
 
 
 def sensitivity(um: UserModel, cfg: SimConfig, policy, baselines: dict, best: str, myopic, n: int,
-                seed: int) -> dict:
+                seed: int, expected_rewards: bool = False) -> dict:
     """The DQN's gain over the best myopic baseline (and the gamma = 0 DQN) as each return assumption
     moves; the intercept is refitted so the logging policy keeps its return rate. Policies are not
     retrained: this measures how far the measured advantage rests on each assumption."""
@@ -307,14 +311,14 @@ def sensitivity(um: UserModel, cfg: SimConfig, policy, baselines: dict, best: st
         for value in values:
             c = dataclasses.replace(cfg, **{field: value}, return_intercept=None)
             c = dataclasses.replace(c, return_intercept=fit_return_intercept(um, c))
-            d = evaluate_policy(um, c, dqn_actor(policy), n, seed)["return"]
-            b = evaluate_policy(um, c, baselines[best], n, seed)["return"]
+            d = evaluate_policy(um, c, dqn_actor(policy), n, seed, expected_rewards)["return"]
+            b = evaluate_policy(um, c, baselines[best], n, seed, expected_rewards)["return"]
             g, gci = compare(d, b)
             key = f"sens_{field}_{value:g}"
             out[f"{key}_gain_pct"] = float(100 * g / b.mean())
             line = f"  {field:16s} = {value:<6g} DQN {d.mean():.4f}  {best} {b.mean():.4f}  gain {g:+.4f} ± {gci:.4f}"
             if myopic is not None:
-                m = evaluate_policy(um, c, dqn_actor(myopic), n, seed)["return"]
+                m = evaluate_policy(um, c, dqn_actor(myopic), n, seed, expected_rewards)["return"]
                 g2, g2ci = compare(d, m)
                 out[f"{key}_gain_over_myopic_dqn_pct"] = float(100 * g2 / m.mean())
                 line += f"  | over gamma=0 DQN {g2:+.4f} ± {g2ci:.4f}"
