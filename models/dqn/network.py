@@ -46,6 +46,10 @@ class QNetworkConfig:
     """Hashed item-embedding rows; fixed, so the catalog size never sets the network shape."""
     dropout: float = 0.0
     """Dropout in the attention blocks (DQN targets are noisy enough; 0 keeps Q deterministic)."""
+    candidate_ids: bool = True
+    """Add the candidate's hashed item embedding to its representation. Off, a candidate is seen through its
+    features, its history matches and its attention over the history only: with noisy long-term targets the
+    per-item rows memorised noise (a few transitions per item) and outweighed the prior's ranking."""
     prior: bool = False
     """Residual over a myopic prior (models/dqn/prior.py): the forward pass takes cand_prior [B, K] (the
     expected immediate reward per candidate), reads it as one more candidate input, and returns
@@ -113,7 +117,8 @@ class QNetwork(nn.Module):
         counts = torch.stack([same.sum(-1), (same & skipped).sum(-1), (same & ~skipped).sum(-1)], -1).float()
         inputs = [cand_feats.float(), counts] + ([cand_prior.float().unsqueeze(-1)] if self.cfg.prior else [])
         c = self.cand_in(torch.cat(inputs, dim=-1))                              # [B, K, d]
-        c = c + self.item_emb(self._bucket(cand_items))
+        if self.cfg.candidate_ids:
+            c = c + self.item_emb(self._bucket(cand_items))
         att, _ = self.cross(c, h, h, key_padding_mask=mask, need_weights=False)  # [B, K, d]
         s = state.unsqueeze(1).expand_as(c)
         q = self.head(torch.cat([c, att, s, c * s], dim=-1)).squeeze(-1)         # [B, K]

@@ -26,7 +26,8 @@ from ray.rllib.utils.schedules.scheduler import Scheduler  # noqa: E402
 
 from models.dqn.network import QNetwork, QNetworkConfig  # noqa: E402
 
-NETWORK_KEYS = ("n_features", "history_len", "d_model", "n_heads", "n_layers", "item_buckets", "dropout", "prior")
+NETWORK_KEYS = ("n_features", "history_len", "d_model", "n_heads", "n_layers", "item_buckets", "dropout", "prior",
+                "candidate_ids")
 
 
 def network_config(model_config: dict, observation_space=None) -> QNetworkConfig:

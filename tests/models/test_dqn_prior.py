@@ -103,3 +103,19 @@ def test_residual_network_starts_at_the_prior_and_learns_away_from_it(tmp_path):
     back = DecisionPolicy.load(policy.save(tmp_path / "dqn"))
     assert back.prior is not None
     np.testing.assert_allclose(back.q_values(h, e, feats, cand), policy.q_values(h, e, feats, cand), rtol=1e-5)
+
+
+def test_without_candidate_ids_a_candidate_is_seen_through_its_features_and_history_only():
+    """candidate_ids=False (train_dqn's default): relabelling candidates that are not in the history leaves
+    Q unchanged; with ids on it does not (so the check can fail)."""
+    rng = np.random.default_rng(3)
+    h, e, feats, cand = _request(rng, b=2, k=4)
+    h = np.where(h >= 0, h + 1000, h)                           # history items disjoint from the candidates
+    other = cand + 500
+    args = lambda c: [torch.from_numpy(a) for a in (h, e, feats, c)]  # noqa: E731
+    for ids, same in ((False, True), (True, False)):
+        torch.manual_seed(0)
+        net = QNetwork(QNetworkConfig(n_features=N_FEATURES, history_len=6, d_model=16, candidate_ids=ids)).eval()
+        with torch.no_grad():
+            q1, q2 = net(*args(cand)), net(*args(other))
+        assert torch.allclose(q1, q2, atol=1e-6) == same
