@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-SKIP_EVENT = 3                     # history event code of a shown, not clicked item
+SKIP_EVENT = 3                     # history event code of a shown, not clicked item (network.SKIP; numpy-only here)
 TRUSTED_TYPES = ["sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"]
 N_EXTRA = 4                        # response features beyond the candidate features
 
