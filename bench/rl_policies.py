@@ -4,9 +4,9 @@
     python -m bench.rl_policies --episodes 20000 --myopic-work ~/.recsys/dqn_gamma0 --rllib-throughput
 
 The long-term test (issue 20): train both on episodes over a window of sessions, the same budget,
-    python -m trainers.train_dqn --sim sessions_max=8 --sim return_rate=0.6 --gamma 0.97 --timesteps 400000 \
+    python -m trainers.train_dqn --sim sessions_max=8 --sim return_rate=0.6 --gamma 0.97 --timesteps 400000 --lr 2e-4 \
         --envs-per-runner 32 --out W
-    python -m trainers.train_dqn --sim sessions_max=8 --sim return_rate=0.6 --gamma 0 --timesteps 400000 \
+    python -m trainers.train_dqn --sim sessions_max=8 --sim return_rate=0.6 --gamma 0 --timesteps 400000 --lr 2e-4 \
         --envs-per-runner 32 --out W0
     python -m bench.rl_policies --work W --myopic-work W0 --episodes 20000 --expected-rewards --sensitivity
 
