@@ -169,9 +169,9 @@ class ExpectedRevenueGreedy:
         return mask_skipped(self.expected_reward(sim), history_matches(sim)[1]).argmax(1)
 
 
-def prior_values(prior: ResponsePrior, sim: ShopperSim, rows: np.ndarray | None = None) -> np.ndarray:
-    """[N, K] the prior's expected reward for the `rows` (default: the active ones; 0 elsewhere)."""
-    rows = np.flatnonzero(sim.active) if rows is None else rows
+def prior_values(prior: ResponsePrior, sim: ShopperSim) -> np.ndarray:
+    """[N, K] the prior's expected reward for the active rows (0 elsewhere)."""
+    rows = np.flatnonzero(sim.active)
     out = np.zeros(sim.cand.shape, np.float32)
     if len(rows):
         out[rows] = prior.expected_reward(sim.hist_items[rows], sim.hist_events[rows], sim.feats[rows],

@@ -197,8 +197,8 @@ def prepare_env_config(args, out: Path) -> tuple[dict, object]:
         fitted["return_intercept"] = fit_return_intercept(um, dataclasses.replace(base, **fitted))
     sim_cfg = dataclasses.replace(base, **fitted)
     env_config = {"user_model": str(um_dir), "sim": {**given, **fitted}, "seed": args.seed,
-                  "train_reward": getattr(args, "train_reward", "sampled")}
-    if getattr(args, "prior", "none") != "none":
+                  "train_reward": args.train_reward}
+    if args.prior != "none":
         prior_dir = out / "prior"
         resuming = (out / "checkpoint" / "rllib_checkpoint.json").exists() and (prior_dir / "prior.json").exists()
         if not resuming:  # a resumed run keeps the prior its network was trained over
