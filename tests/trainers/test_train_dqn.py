@@ -159,16 +159,29 @@ def test_trainer_logs_registers_and_resumes(ray_local, rees, tmp_path, monkeypat
 
     common = ["--format", "rees46", "--path", str(rees),
               "--d-model", "16", "--batch", "32", "--envs-per-runner", "2", "--eval-episodes", "500",
-              "--checkpoint-every", "1", "--prior-sessions", "1500", "--out", str(tmp_path / "work")]
+              "--checkpoint-every", "1", "--prior-sessions", "1500", "--out", str(tmp_path / "work"),
+              "--select-every", "400", "--select-episodes", "300"]
     first = main(["--timesteps", "1000", *common])
     state = json.loads((tmp_path / "work" / "state.json").read_text())
     n_first = len(state["history"])
     assert first["timesteps"] >= 1000 and first["version"] == "1" and np.isfinite(first["eval_return"])
+    # epsilon anneals over the first 1,000 steps: the first selection is the end of the first run
+    assert [s["timesteps"] for s in state["selection"]] == [first["timesteps"]]
     second = main(["--timesteps", "2000", *common])
     state2 = json.loads((tmp_path / "work" / "state.json").read_text())
     assert state2["run_id"] == state["run_id"] and len(state2["history"]) > n_first  # resumed, same run
     assert state2["history"][n_first]["timesteps"] > state["history"][-1]["timesteps"]
     assert second["version"] == "2"
+    # the resumed run kept scoring; the exported policy is the best-scoring checkpoint's, bit for bit
+    scores = state2["selection"]
+    assert len(scores) >= 2 and scores[0] == state["selection"][0] and scores[-1]["timesteps"] == second["timesteps"]
+    best = max(scores, key=lambda s: s["return"])
+    assert second["selected_timesteps"] == best["timesteps"]
+    import torch
+
+    exported = torch.load(tmp_path / "work" / "policy" / "weights.pt")
+    kept = torch.load(tmp_path / "work" / "best_policy" / "weights.pt")
+    assert all(torch.equal(exported[k], kept[k]) for k in kept)
     mlflow = tracking.configured_mlflow()
     run = mlflow.get_run(state["run_id"])
     assert {"return", "epsilon", "loss", "eval_return"} <= set(run.data.metrics)
