@@ -3,11 +3,12 @@
     python -m bench.rl_policies        # uses $RECSYS_HOME/dqn (train first: python -m trainers.train_dqn)
     python -m bench.rl_policies --episodes 20000 --myopic-work ~/.recsys/dqn_gamma0 --rllib-throughput
 
-The long-term test (issue 20): train both on episodes over a window of sessions, the same budget,
-    python -m trainers.train_dqn --sim sessions_max=8 --sim return_rate=0.6 --gamma 0.97 --timesteps 400000 --lr 2e-4 \
-        --envs-per-runner 32 --out W
-    python -m trainers.train_dqn --sim sessions_max=8 --sim return_rate=0.6 --gamma 0 --timesteps 400000 --lr 2e-4 \
-        --envs-per-runner 32 --out W0
+The long-term test (issue 20): train both on episodes over a window of sessions, the same budget and
+the same in-training selection (validation seed 7, every 50k steps once epsilon has annealed),
+    python -m trainers.train_dqn --sim sessions_max=8 --sim return_rate=0.6 --gamma 0.97 --timesteps 600000 \
+        --epsilon-steps 160000 --envs-per-runner 32 --out W
+    python -m trainers.train_dqn --sim sessions_max=8 --sim return_rate=0.6 --gamma 0 --timesteps 600000 \
+        --epsilon-steps 160000 --envs-per-runner 32 --out W0
     python -m bench.rl_policies --work W --myopic-work W0 --episodes 20000 --expected-rewards --sensitivity
 
 Every policy runs the same N episodes (same simulator seed -> same shoppers and session starts; the

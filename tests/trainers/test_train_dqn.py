@@ -154,19 +154,23 @@ def test_rllib_trains_by_name_checkpoints_and_exports(ray_local, um_dir, prior_d
 
 def test_trainer_logs_registers_and_resumes(ray_local, rees, tmp_path, monkeypatch):
     monkeypatch.setenv("RECSYS_HOME", str(tmp_path / "home"))
+    import torch
+
+    from models.dqn.policy import DecisionPolicy
     from reccore import tracking
     from trainers.train_dqn import main
 
     common = ["--format", "rees46", "--path", str(rees),
               "--d-model", "16", "--batch", "32", "--envs-per-runner", "2", "--eval-episodes", "500",
               "--checkpoint-every", "1", "--prior-sessions", "1500", "--out", str(tmp_path / "work"),
-              "--select-every", "400", "--select-episodes", "300"]
+              "--select-every", "400", "--select-episodes", "300", "--average-steps", "2000"]
     first = main(["--timesteps", "1000", *common])
     state = json.loads((tmp_path / "work" / "state.json").read_text())
     n_first = len(state["history"])
     assert first["timesteps"] >= 1000 and first["version"] == "1" and np.isfinite(first["eval_return"])
     # epsilon anneals over the first 1,000 steps: the first selection is the end of the first run
-    assert [s["timesteps"] for s in state["selection"]] == [first["timesteps"]]
+    # (the weight average starts there too, so it is not a candidate yet)
+    assert [(s["timesteps"], s["weights"]) for s in state["selection"]] == [(first["timesteps"], "last")]
     second = main(["--timesteps", "2000", *common])
     state2 = json.loads((tmp_path / "work" / "state.json").read_text())
     assert state2["run_id"] == state["run_id"] and len(state2["history"]) > n_first  # resumed, same run
@@ -174,11 +178,11 @@ def test_trainer_logs_registers_and_resumes(ray_local, rees, tmp_path, monkeypat
     assert second["version"] == "2"
     # the resumed run kept scoring; the exported policy is the best-scoring checkpoint's, bit for bit
     scores = state2["selection"]
-    assert len(scores) >= 2 and scores[0] == state["selection"][0] and scores[-1]["timesteps"] == second["timesteps"]
+    assert len(scores) >= 3 and scores[0] == state["selection"][0] and scores[-1]["timesteps"] == second["timesteps"]
+    assert {s["weights"] for s in scores if s["timesteps"] == second["timesteps"]} == {"last", "average"}
     best = max(scores, key=lambda s: s["return"])
     assert second["selected_timesteps"] == best["timesteps"]
-    import torch
-
+    assert DecisionPolicy.load(tmp_path / "work" / "policy").meta["selected_weights"] == best["weights"]
     exported = torch.load(tmp_path / "work" / "policy" / "weights.pt")
     kept = torch.load(tmp_path / "work" / "best_policy" / "weights.pt")
     assert all(torch.equal(exported[k], kept[k]) for k in kept)
@@ -187,8 +191,6 @@ def test_trainer_logs_registers_and_resumes(ray_local, rees, tmp_path, monkeypat
     assert {"return", "epsilon", "loss", "eval_return"} <= set(run.data.metrics)
     arts = [a.path for a in mlflow.MlflowClient().list_artifacts(state["run_id"])]
     assert "reward_epsilon.png" in arts and "policy" in arts
-    from models.dqn.policy import DecisionPolicy
-
     pol = DecisionPolicy.load(tracking.resolve_artifact("models:/dqn@champion", tmp_path / "dl"))
     assert pol.feature_names[0] == "score_sequence"
     assert pol.prior is not None and pol.meta["prior"] == "expected_revenue"  # the default: residual over ER
