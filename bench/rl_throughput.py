@@ -34,7 +34,8 @@ from envs.env import response_prior  # noqa: E402
 from envs.policies import ci95, dqn_actor, evaluate_policy  # noqa: E402
 from models.dqn.policy import DecisionPolicy  # noqa: E402
 from reccore import logs  # noqa: E402
-from trainers.train_dqn import build_config, export_policy, metric, parse_args, prepare_env_config  # noqa: E402
+from trainers.dqn_selection import export_policy  # noqa: E402
+from trainers.train_dqn import build_config, metric, parse_args, prepare_env_config  # noqa: E402
 
 BEFORE = ["--vectorize", "sync", "--envs-per-runner", "8", "--training-intensity", "4", "--batch", "128"]
 

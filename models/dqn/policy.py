@@ -1,6 +1,6 @@
 """DecisionPolicy: the trained Q-network as a plain-torch artifact for serving (Ray is never imported).
 
-Artifact folder (written by `DecisionPolicy.save`, from RLlib by `trainers.train_dqn.export_policy`):
+Artifact folder (written by `DecisionPolicy.save`, from RLlib by `trainers.dqn_selection.export_policy`):
     manifest.json   engine "dqn", network config, feature names, history convention
     catalog/        recdata Catalog: history item ids -> the dense indices the network was trained on
     weights.pt      the Q-network's state_dict (tensors only; loaded with weights_only=True)

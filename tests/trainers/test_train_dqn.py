@@ -112,7 +112,7 @@ def test_rllib_trains_by_name_checkpoints_and_exports(ray_local, um_dir, prior_d
     from envs.env import response_prior, user_model
     from envs.shopping import RLLIB_ENV
     from models.dqn.policy import DecisionPolicy
-    from trainers.train_dqn import export_policy, learner_module
+    from trainers.dqn_selection import export_policy, learner_module
 
     cfg = _tiny_config(um_dir, prior=prior_dir)
     assert cfg.env == RLLIB_ENV  # the env is given by its registered name
