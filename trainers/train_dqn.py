@@ -276,9 +276,11 @@ def main(argv=None) -> dict:
             if logs.verbose():
                 print(json.dumps(row))
             selection.accumulate(algo, steps)
-            if selection.due(steps, final=steps >= args.timesteps):
+            selected = selection.due(steps, final=steps >= args.timesteps)
+            if selected:
                 selection.evaluate(algo, steps)
-            if it % args.checkpoint_every == 0 or steps >= args.timesteps:
+            # A checkpoint after each selection too: best_policy/ and state.json's scores change together.
+            if selected or it % args.checkpoint_every == 0 or steps >= args.timesteps:
                 algo.save_to_path(str(ckpt))
                 selection.save()
                 state_path.write_text(json.dumps(state))
