@@ -46,7 +46,6 @@ class Selection:
         self.average_steps = args.average_steps
         self.average_path = out / "weight_average.pt"
         self.average = torch.load(self.average_path) if self.average_path.exists() else None
-        self.averaged_at = state.get("averaged_at")
 
     # -- the weight average -------------------------------------------------------------------------
     def accumulate(self, algo, steps: int) -> None:
@@ -59,13 +58,13 @@ class Selection:
             self.average = weights
             self.state["average_since"] = steps
         else:
-            rate = min(1.0, (steps - self.averaged_at) / self.average_steps)
+            rate = min(1.0, (steps - self.state["averaged_at"]) / self.average_steps)
             for k, v in weights.items():
                 if v.is_floating_point():
                     self.average[k].mul_(1 - rate).add_(v, alpha=rate)
                 else:
                     self.average[k] = v
-        self.averaged_at = self.state["averaged_at"] = steps
+        self.state["averaged_at"] = steps
 
     def save(self) -> None:
         if self.average is not None:

@@ -311,11 +311,12 @@ def main(argv=None) -> dict:
             "env_config": env_config, "sim_config": sim_cfg.__dict__ | {"reward": sim_cfg.reward.__dict__},
             "train_seconds": state["train_seconds"], "timesteps": steps, "gamma": args.gamma,
             "prior": args.prior})
-        ev = evaluate_policy(um, sim_cfg, dqn_actor(DecisionPolicy.load(policy_dir)), args.eval_episodes, seed=12345)
+        exported = DecisionPolicy.load(policy_dir)
+        ev = evaluate_policy(um, sim_cfg, dqn_actor(exported), args.eval_episodes, seed=12345)
         summary = {"eval_return": float(ev["return"].mean()), "eval_purchases": float(ev["purchases"].mean()),
                    "eval_length": float(ev["length"].mean()), "eval_sessions": float(ev["sessions"].mean()),
                    "train_seconds": state["train_seconds"], "timesteps": steps,
-                   "selected_timesteps": DecisionPolicy.load(policy_dir).meta.get("selected_timesteps", steps)}
+                   "selected_timesteps": exported.meta.get("selected_timesteps", steps)}
         tracking.log_metrics(summary)
         mlflow.log_artifacts(str(policy_dir), artifact_path="policy")
         if args.register:
