@@ -87,14 +87,15 @@ def _users_of_bucket(df: pd.DataFrame, split: str, collapse_repeats: bool) -> pd
         inter = leave_one_out(inter)
     f = inter.frame
     local = f["uidx"].to_numpy()
-    urank = f.groupby("uidx", sort=False).cumcount().to_numpy()
+    # Per-row counts as int32 (no user has 2^31 events): these blocks stay in the object store until the write.
+    urank = f.groupby("uidx", sort=False).cumcount().to_numpy(np.int32)
     f = f.assign(user=cat.user_ids[local], item=cat.item_ids[f["iidx"].to_numpy()], urank=urank)
-    f["pair_rank"] = f.groupby(["uidx", "iidx"], sort=False)["urank"].transform("first").to_numpy()
-    f["urows"] = np.bincount(local, minlength=cat.n_users)[local]
+    f["pair_rank"] = f.groupby(["uidx", "iidx"], sort=False)["urank"].transform("first").to_numpy(np.int32)
+    f["urows"] = np.bincount(local, minlength=cat.n_users).astype(np.int32)[local]
     f["upos"] = upos.reindex(cat.user_ids).to_numpy()[local]
     first = urank == 0
     for code in range(len(EVENT_NAMES)):
-        f[f"n_event{code}"] = np.where(first, per_type[code].reindex(f["user"]).to_numpy(), 0).astype(np.int64)
+        f[f"n_event{code}"] = np.where(first, per_type[code].reindex(f["user"]).to_numpy(), 0).astype(np.int32)
     if "split" not in f:
         f["split"] = np.int8(TRAIN)
     return f.drop(columns=["uidx", "iidx"])
