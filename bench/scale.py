@@ -1,7 +1,7 @@
 """Scale ladder (issue 18): preparation on both paths, every engine's training, the whole pipeline under
 its budgets and the served app, on synthetic REES46-schema logs of 10^5, 10^6, 10^7 (and 4*10^7) events.
 
-    python -m bench.scale [--sizes 1e5,1e6,1e7] [--full] [--out .recsys/bench/scale] [--skip-serve]
+    python -m bench.scale [--sizes 1e5,1e6,1e7] [--full] [--out .recsys/bench/scale] [--skip-serve] [--prepare-only]
         [--budget-minutes 60] [--max-minutes M] [--stages popularity,vae,...] [--vae-epochs 20]
 
 A rung of N events is `recsys data synth --users N/27.9 --items N/100` (27.9 events per user, as the
@@ -148,6 +148,8 @@ def run_rung(events: float, a, out: Path) -> dict:
         fig[f"prepare_{path}_{s}_peak_rss_gb"] = r["peak_gb"] if ok else None
         print(f"[scale {s}] prepare {path}: {r['seconds']:.1f} s, peak {r['peak_gb']:.2f} GB"
               + ("" if ok else f" FAILED rc {r['rc']} (see {root / f'prepare_{path}.log'})"), flush=True)
+    if a.prepare_only:
+        return fig
 
     cfg = pipeline_config(events, a)
     home = root / "home"
@@ -236,6 +238,7 @@ def main(argv=None) -> dict:
     p.add_argument("--full", action="store_true", help="add the 4*10^7-event rung (a REES46 month)")
     p.add_argument("--out", default=".recsys/bench/scale", help="logs, prepared data and work dirs, per rung")
     p.add_argument("--skip-serve", action="store_true", help="no /recommend and /similar figures")
+    p.add_argument("--prepare-only", action="store_true", help="each rung stops after preparation (both paths)")
     p.add_argument("--max-minutes", type=float, help="wall limit per step of a rung (default 2 x budget + 10)")
     p.add_argument("--budget-minutes", type=float, default=60.0, help="the pipeline's budget at 10^7 events; "
                    "scaled in proportion to the events")
@@ -276,12 +279,22 @@ def main(argv=None) -> dict:
     xs = [figs.get(f"data_{label(n)}_events") or n for n in sizes]
     print("\nlog-log slope of cost against events" + (" (one rung: none)" if len(sizes) < 2 else ""))
     for st in [*stages, "pipeline"]:
+        if a.prepare_only and not st.startswith("prepare"):
+            continue
         sec = [figs.get(f"{st}_{label(n)}_seconds") if st != "pipeline" else
                (figs.get(f"pipeline_{label(n)}_minutes") or 0) * 60 or None for n in sizes]
         mem = [figs.get(f"{st}_{label(n)}_peak_rss_gb") for n in sizes]
         result[f"{st}_slope_seconds"], result[f"{st}_slope_peak_rss_gb"] = slope(xs, sec), slope(xs, mem)
         print(f"  {st:<16} seconds {fmt(result[f'{st}_slope_seconds']):>6}   peak memory "
               f"{fmt(result[f'{st}_slope_peak_rss_gb']):>6}")
+    # Per event: the issue compares the Ray path at 10^7 events with the pandas path at 10^6.
+    for n in sizes:
+        for path in PREPARE:
+            sec, ev = figs.get(f"prepare_{path}_{label(n)}_seconds"), figs.get(f"data_{label(n)}_events")
+            result[f"prepare_{path}_{label(n)}_us_per_event"] = 1e6 * sec / ev if sec and ev else None
+    print("preparation, microseconds per event: " + ", ".join(
+        f"{path} {label(n)} {fmt(result[f'prepare_{path}_{label(n)}_us_per_event'], '.1f')}"
+        for n in sizes for path in PREPARE))
     result["prepare_slope"] = max((result[f"prepare_{p}_slope_seconds"] for p in PREPARE),
                                   key=lambda v: -math.inf if math.isnan(v) else v)
     result["pipeline_10m_minutes"] = figs.get("pipeline_10m_minutes")

@@ -99,6 +99,40 @@ def unix_seconds(dt: pd.Series) -> np.ndarray:
     return dt.dt.as_unit("s").astype("int64").to_numpy()
 
 
+REES46_TIME = "%Y-%m-%d %H:%M:%S UTC"
+_REES46_FIELDS = ((0, 4, "year"), (5, 7, "month"), (8, 10, "day"), (11, 13, "hour"), (14, 16, "minute"),
+                  (17, 19, "second"))
+
+
+def rees46_seconds(s: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """REES46 times ("2019-10-01 00:00:07 UTC") -> (int64 unix seconds, bad mask), exactly as
+    `pd.to_datetime(s, format=REES46_TIME, errors="coerce", utc=True)` reads them, ~10x faster. Arrow
+    parses every row; a row counts as read only if it is in the canonical zero-padded layout and every
+    field of its parsed time equals the digits in the string (Arrow rolls "02-30" over into March and
+    ":60" into the next minute, and skips leading spaces; years outside 1900-2199 are pandas' to bound).
+    The other rows go through pandas itself."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    strings = pa.array(s, pa.string())
+    parsed = pc.strptime(strings, format=REES46_TIME, unit="s", error_is_null=True)
+    exact = pc.match_substring_regex(strings, r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC$")
+    for start, stop, field in _REES46_FIELDS:
+        digits = pc.cast(pc.if_else(exact, pc.utf8_slice_codeunits(strings, start, stop), "0"), pa.int64())
+        exact = pc.and_(exact, pc.equal(digits, getattr(pc, field)(parsed)))
+    # Years pandas may bound differently (its resolution's range; year 0) are left to pandas.
+    exact = pc.and_(exact, pc.and_(pc.greater_equal(pc.year(parsed), 1900), pc.less(pc.year(parsed), 2200)))
+    bad = ~pc.fill_null(exact, False).to_numpy(zero_copy_only=False)
+    seconds = pc.fill_null(pc.cast(parsed, pa.int64()), 0).to_numpy().copy()
+    if bad.any():
+        slow = pd.to_datetime(s[bad], format=REES46_TIME, errors="coerce", utc=True)
+        ok = slow.notna().to_numpy()
+        idx = np.flatnonzero(bad)
+        seconds[idx[ok]] = unix_seconds(slow[ok])
+        bad[idx[ok]] = False
+    return seconds, bad
+
+
 def event_codes(s: pd.Series, event_map: dict[str, str] | None = None) -> tuple[np.ndarray, np.ndarray]:
     names = s.str.strip().str.lower()
     if event_map:

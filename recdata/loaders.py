@@ -16,6 +16,7 @@ from reccore.progress import Progress
 from recdata.csvrows import (
     check_columns,
     event_codes,
+    rees46_seconds,
     LineTracker,
     read_csv_chunks,
     RowValidator,
@@ -93,8 +94,8 @@ def validate_rees46_chunk(chunk: pd.DataFrame, lines: np.ndarray, report: BadRow
     item, ts, event, session) and their item attributes, in input order. The pandas and the Ray Data
     preparation both validate through here, so they keep out the same rows for the same reasons."""
     v = RowValidator(len(chunk), lines, report)
-    ts = pd.to_datetime(chunk["event_time"], format="%Y-%m-%d %H:%M:%S UTC", errors="coerce", utc=True)
-    v.fail("missing or bad event_time", ts.isna().to_numpy())
+    ts, bad = rees46_seconds(chunk["event_time"])
+    v.fail("missing or bad event_time", bad)
     ev, bad = event_codes(chunk["event_type"])
     v.fail("unknown event_type", bad)
     item, bad = to_int(chunk["product_id"])
@@ -104,7 +105,7 @@ def validate_rees46_chunk(chunk: pd.DataFrame, lines: np.ndarray, report: BadRow
     price, bad = to_float(chunk["price"])
     v.fail("missing or bad price", bad | (price < 0))
     ok = v.ok
-    cols = {"user": user[ok], "item": item[ok], "ts": unix_seconds(ts[ok]), "event": ev[ok],
+    cols = {"user": user[ok], "item": item[ok], "ts": ts[ok], "event": ev[ok],
             "session": pd.util.hash_array(chunk["user_session"].to_numpy()[ok]).view(np.int64)}
     attrs = pd.DataFrame({"item": item[ok], "category": chunk["category_code"].to_numpy()[ok],
                           "category_id": chunk["category_id"].to_numpy()[ok], "brand": chunk["brand"].to_numpy()[ok],
