@@ -106,15 +106,30 @@ USER_COLS = ["user", "item", "ts", "event", "weight", "session", "pos"]  # what 
 USER_TABLE = ["user", "upos", "urows", *(f"n_event{c}" for c in range(len(EVENT_NAMES)))]
 
 
-def _split_by_user(block, buckets: int) -> list:
-    """The map side of the user shuffle: one read block's checked rows, cut into `buckets` parts by
-    hash(user), and the parts' row counts last (so the driver starts no reduce for an empty bucket)."""
+def _bad_summary(b: pd.DataFrame) -> pd.DataFrame:
+    """One block's bad rows as the report needs them: per reason the first MAX_LINES_PER_REASON lines
+    and a count of the rest (line -1), so the driver holds a bounded report however many rows are bad."""
+    lines = b["pos"].to_numpy() & ((1 << LINE_BITS) - 1)
+    bad = pd.DataFrame({"reason": b["reason"].to_numpy(object), "line": lines,
+                        "n": np.ones(len(b), np.int64)}).sort_values(["reason", "line"])
+    rank = bad.groupby("reason", sort=False).cumcount().to_numpy()
+    rest = bad[rank >= MAX_LINES_PER_REASON].groupby("reason", as_index=False)["n"].sum()
+    return pd.concat([bad[rank < MAX_LINES_PER_REASON], rest.assign(line=-1)], ignore_index=True)
+
+
+def _cut_block(block, buckets: int) -> list:
+    """All the driver and the user shuffle need of one read block, in one pass over it: its bad-row
+    summary, its item partial, the row counts of its buckets (the driver starts no reduce for an empty
+    one), then its checked rows cut into one part per bucket of hash(user) -- the shuffle's map side."""
     df = block.to_pandas() if not isinstance(block, pd.DataFrame) else block
-    df = df.loc[df["reason"].to_numpy() == "", USER_COLS]
-    bucket = _bucket_of(df["user"].to_numpy(), buckets)
+    good = df["reason"].to_numpy() == ""
+    ok = df[good]
+    bucket = _bucket_of(ok["user"].to_numpy(), buckets)
     order = np.argsort(bucket, kind="stable")
     cuts = np.searchsorted(bucket[order], np.arange(1, buckets))
-    return [df.iloc[rows] for rows in np.split(order, cuts)] + [np.bincount(bucket, minlength=buckets)]
+    rows = ok[USER_COLS]
+    return [_bad_summary(df[~good]), _items_partial(ok[["item", "pos", "has_attrs", *ATTRS, "price"]]),
+            np.bincount(bucket, minlength=buckets), *(rows.iloc[part] for part in np.split(order, cuts))]
 
 
 def _reduce_users(split: str, collapse_repeats: bool, *parts: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -213,57 +228,47 @@ def _prepare(fmt: str, path: str | Path, folder: Path, key: str, split: str, col
     total = raw.count()
     said("read", f"{total:,} rows from {len(files)} file(s) in {n_tasks} read task(s)")
 
-    # Bad rows: counted per reason, the first lines (sorted) kept, as the pandas report does. Each
-    # block sends its first MAX_LINES_PER_REASON lines per reason and a count of the rest, so the
-    # driver holds a bounded report however many rows are bad.
-    def bad_of(b: pd.DataFrame) -> pd.DataFrame:
-        b = b[b["reason"] != ""]
-        lines = b["pos"].to_numpy() & ((1 << LINE_BITS) - 1)
-        bad = pd.DataFrame({"reason": b["reason"].to_numpy(object), "line": lines,
-                            "n": np.ones(len(b), np.int64)}).sort_values(["reason", "line"])
-        rank = bad.groupby("reason", sort=False).cumcount().to_numpy()
-        rest = bad[rank >= MAX_LINES_PER_REASON].groupby("reason", as_index=False)["n"].sum()
-        return pd.concat([bad[rank < MAX_LINES_PER_REASON], rest.assign(line=-1)], ignore_index=True)
+    # One task per read block does everything the block feeds (see _cut_block): bad rows, item partial
+    # and the map side of the user shuffle. The blocks leave the object store as their cuts finish.
+    nb = buckets or max(int(ray.cluster_resources().get("CPU", 1)), -(-total // 500_000))
+    cut_task = ray.remote(_cut_block).options(num_returns=nb + 3)
+    cut = [cut_task.remote(block, nb) for block in raw.to_arrow_refs()]
+    del raw
 
-    bad = raw.map_batches(bad_of, batch_format="pandas", batch_size=None).to_pandas()
+    # Bad rows: counted per reason, the first lines (sorted) kept, as the pandas report does.
+    bad = pd.concat(ray.get([c[0] for c in cut]), ignore_index=True)
     report = BadRowReport(source=str(path))
     for reason, rows in (bad.groupby("reason", sort=False) if len(bad) else ()):
         report.counts[reason] = int(rows["n"].sum())
         report.lines[reason] = sorted(int(x) for x in rows["line"] if x >= 0)[:MAX_LINES_PER_REASON]
-    events = raw.map_batches(lambda b: b[b["reason"] == ""].drop(columns=["reason"]), batch_format="pandas")
     n_good = total - report.total
     said("checked", f"{report.total:,} bad rows")
     if n_good == 0:
         raise DataError(f"{path}: no usable rows ({report.total} bad); see the bad-row report:\n{report.summary()}")
-    nb = buckets or max(int(ray.cluster_resources().get("CPU", 1)), -(-n_good // 500_000))
 
-    # Items: each block shrinks to one row per item in its task; the driver folds those partials as
-    # they stream in. The driver holds the item table in the end anyway, so a shuffle would only add
-    # its scheduling (4 s of the 12 s of Ray work at 10^6 events on 2 cores); pending partials are
-    # folded whenever they outgrow twice the table, so the driver holds O(items) rows throughout.
-    item_parts = (events.select_columns(["item", "pos", "has_attrs", *ATTRS, "price"])
-                  .map_batches(_items_partial, batch_format="pandas", batch_size=None))
+    # Items: the blocks' partials (one row per item each), folded on the driver in block order. The
+    # driver holds the item table in the end anyway, so a shuffle would only add its scheduling (4 s of
+    # the 12 s of Ray work at 10^6 events on 2 cores); pending partials are folded whenever they outgrow
+    # twice the table, so the driver holds O(items) rows throughout.
     folded, pending, n_pending = None, [], 0
-    for part in item_parts.iter_batches(batch_size=None, batch_format="pandas"):
+    for c in cut:
+        part = ray.get(c[1])
         pending.append(part)
         n_pending += len(part)
         if n_pending > max(ITEM_FOLD_ROWS, 2 * (0 if folded is None else len(folded))):
             folded, pending, n_pending = _fold_items(([] if folded is None else [folded]) + pending), [], 0
     item_tab = (_fold_items(([] if folded is None else [folded]) + pending)
                 .sort_values("first_pos", kind="stable").reset_index(drop=True))
-
     said("items", f"{len(item_tab):,} items")
-    # Users: a hash shuffle in plain tasks. Each read block is cut by hash(user) into one part per
-    # bucket; each bucket's parts meet in one task, which runs the per-user steps on its users. (Ray
-    # Data's groupby either starts aggregator actors and batches its input up to 1 GB per map task,
-    # or sorts every row by the key: 11.7 s at 10^7 events on 2 cores, against ~7 s here.)
-    # Only what the per-user steps read crosses the shuffle (not the item attributes).
-    split_task = ray.remote(_split_by_user).options(num_returns=nb + 1)
-    cut = [split_task.remote(block, nb) for block in raw.to_arrow_refs()]
-    del raw, events, item_parts  # the checked rows leave the object store as the cuts finish
-    counts = np.sum(ray.get([c[-1] for c in cut]), axis=0)
+
+    # Users: a hash shuffle in plain tasks. Each bucket's parts (from every block) meet in one task, which
+    # runs the per-user steps on its users. (Ray Data's groupby either starts aggregator actors and
+    # batches its input up to 1 GB per map task, or sorts every row by the key: 11.7 s at 10^7 events on
+    # 2 cores, against 9.4 s for this stage done in tasks.) Only what the per-user steps read crosses
+    # the shuffle (not the item attributes).
+    counts = np.sum(ray.get([c[2] for c in cut]), axis=0)
     reduce_task = ray.remote(_reduce_users).options(num_returns=2)
-    reduced = [reduce_task.remote(split, collapse_repeats, *(c[b] for c in cut)) for b in np.flatnonzero(counts)]
+    reduced = [reduce_task.remote(split, collapse_repeats, *(c[3 + b] for c in cut)) for b in np.flatnonzero(counts)]
     del cut
     users = (pd.concat(ray.get([r[1] for r in reduced]), ignore_index=True)
              .sort_values("upos", kind="stable").reset_index(drop=True))
