@@ -1,14 +1,16 @@
 """Scale ladder (issue 18): preparation on both paths, every engine's training, the whole pipeline under
 its budgets and the served app, on synthetic REES46-schema logs of 10^5, 10^6, 10^7 (and 4*10^7) events.
 
-    python -m bench.scale [--sizes 1e5,1e6,1e7] [--full] [--out .recsys/bench/scale] [--skip-serve] [--prepare-only]
+    python -m bench.scale [--sizes 1e5,1e6,1e7] [--full] [--out .recsys/bench/scale] [--skip-serve]
+        [--prepare-only] [--prepare-repeats 1]
         [--budget-minutes 60] [--max-minutes M] [--stages popularity,vae,...] [--vae-epochs 20]
 
 A rung of N events is `recsys data synth --users N/27.9 --items N/100` (27.9 events per user, as the
 generator makes them; catalogs of 10^3, 10^4, 10^5 items at 10^5, 10^6, 10^7 events, and REES46
 October's 166,794 at 4*10^7), written once under --out/<size>/ and reused. For each rung, in order:
   prepare_<path>   `recsys data prepare --engine pandas|ray` in a fresh process, into an empty cache;
-                   seconds (wall, Ray start-up included) and peak memory of the whole process tree
+                   seconds (wall, Ray start-up included; the median of --prepare-repeats runs, the paths
+                   alternating) and peak memory of the whole process tree
                    (bench/scale_parts.py: summed PSS of the CLI, Ray's GCS, raylet and every worker).
   pipeline         `recsys pipeline --force` with a config whose budgets scale with the rung:
                    B = max(--min-budget-minutes, --budget-minutes * N / 10^7) minutes in all, of which
@@ -135,19 +137,24 @@ def run_rung(events: float, a, out: Path) -> dict:
     py, env = sys.executable, {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
     limit = 60 * (a.max_minutes or 2 * budget_minutes(events, a) + 10)
 
-    for path in PREPARE:
-        cache = root / f"prepared_{path}"
-        if cache.exists():
-            import shutil
+    # Repeats alternate the paths, so that a noisy spell of a shared machine falls on both; medians kept.
+    runs: dict[str, list] = {path: [] for path in PREPARE}
+    for _ in range(a.prepare_repeats):
+        for path in PREPARE:
+            cache = root / f"prepared_{path}"
+            if cache.exists():
+                import shutil
 
-            shutil.rmtree(cache)
-        r = run_sampled([py, "-m", "trainers.data", "prepare", "--format", "rees46", "--path", str(log),
-                         "--cache", str(cache), "--engine", path], root / f"prepare_{path}.log", env, limit)
-        ok = r["rc"] == 0
-        fig[f"prepare_{path}_{s}_seconds"] = r["seconds"] if ok else None
-        fig[f"prepare_{path}_{s}_peak_rss_gb"] = r["peak_gb"] if ok else None
-        print(f"[scale {s}] prepare {path}: {r['seconds']:.1f} s, peak {r['peak_gb']:.2f} GB"
-              + ("" if ok else f" FAILED rc {r['rc']} (see {root / f'prepare_{path}.log'})"), flush=True)
+                shutil.rmtree(cache)
+            r = run_sampled([py, "-m", "trainers.data", "prepare", "--format", "rees46", "--path", str(log),
+                             "--cache", str(cache), "--engine", path], root / f"prepare_{path}.log", env, limit)
+            runs[path].append(r if r["rc"] == 0 else None)
+            print(f"[scale {s}] prepare {path}: {r['seconds']:.1f} s, peak {r['peak_gb']:.2f} GB"
+                  + ("" if r["rc"] == 0 else f" FAILED rc {r['rc']} (see {root / f'prepare_{path}.log'})"), flush=True)
+    for path, rs in runs.items():
+        ok = all(rs)
+        fig[f"prepare_{path}_{s}_seconds"] = float(np.median([r["seconds"] for r in rs])) if ok else None
+        fig[f"prepare_{path}_{s}_peak_rss_gb"] = max(r["peak_gb"] for r in rs) if ok else None
     if a.prepare_only:
         return fig
 
@@ -239,6 +246,8 @@ def main(argv=None) -> dict:
     p.add_argument("--out", default=".recsys/bench/scale", help="logs, prepared data and work dirs, per rung")
     p.add_argument("--skip-serve", action="store_true", help="no /recommend and /similar figures")
     p.add_argument("--prepare-only", action="store_true", help="each rung stops after preparation (both paths)")
+    p.add_argument("--prepare-repeats", type=int, default=1, help="preparation runs per path, alternating "
+                   "(the median seconds and the largest peak are kept)")
     p.add_argument("--max-minutes", type=float, help="wall limit per step of a rung (default 2 x budget + 10)")
     p.add_argument("--budget-minutes", type=float, default=60.0, help="the pipeline's budget at 10^7 events; "
                    "scaled in proportion to the events")
