@@ -292,10 +292,11 @@ def source_fingerprint(fmt: str, path: str | Path | list, **options) -> str:
 ENGINES = ("auto", "pandas", "ray")
 RAY_ENGINE_BYTES = 2 << 30
 """`engine="auto"` prepares inputs of at least this many bytes on Ray Data (env RECSYS_RAY_PREPARE_BYTES).
-Measured on a 2-core machine, synthetic REES46 logs: 10^7 events (1.35 GB CSV) take 50 s / 2.1 GB
-RSS on pandas and 90 s / 3.4 GB (PSS, all Ray processes; 0.4 GB in the driver) on Ray Data. pandas'
-memory grows with the events (~0.2 GB per 10^6), Ray's driver only with users and items, so past
-~2 GB of CSV (~1.5 x 10^7 events) the pandas path would leave a 4 GB budget."""
+Measured on a 2-core machine, synthetic REES46 logs (`python -m bench.scale --prepare-only`): 10^7 events
+(1.25 GB CSV) take 53 s / 2.2 GB on pandas and 48 s / 2.6 GB (PSS of all Ray processes, ~1 GB of it Ray's
+own) on Ray Data; 10^6 take 5.5 s / 0.4 GB against 16 s / 1.6 GB. pandas' memory grows with the events
+(~0.2 GB per 10^6), Ray's driver only with users and items, so past ~2 GB of CSV (~1.5 x 10^7 events) the
+pandas path would leave a 4 GB budget."""
 
 
 def choose_engine(engine: str, fmt: str, path, load_kw: dict | None = None) -> str:
