@@ -60,7 +60,8 @@ class SasrecConfig:
     more, so every check compares the same users; None = all. The test figure always uses all."""
     max_train_minutes: float | None = None
     """Wall-clock budget, checked after every step: training stops mid-epoch once it is spent,
-    validates once more (with a validation set) and keeps the best weights; None = none."""
+    validates once more (with a validation set) and keeps the best weights; None = none. What the last
+    validation took is kept aside, so that the one after the cut ends inside the budget too."""
     train_windows: str = "last"
     """'last': each user trains on their most recent `max_len` targets (the SASRec paper); 'all': a
     history longer than `max_len` is cut, from the end, into consecutive windows that all train, so

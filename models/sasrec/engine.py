@@ -173,6 +173,7 @@ class SasrecEngine(Engine):
         rng = np.random.default_rng(c.seed)
 
         best, best_weights, bad_checks, since_decay, step_no = -1.0, None, 0, 0, 0
+        reserve = 0.0  # what the last validation took: the budget keeps it for the one after a cut
         started = time.perf_counter()
         deadline = started + 60 * c.max_train_minutes if c.max_train_minutes is not None else None
         done = len(self.history) if warm_start else 0
@@ -219,7 +220,7 @@ class SasrecEngine(Engine):
                 if average is not None:
                     average.update()
                 bar.update(float(loss) * float(denom) / max(float(w.sum()), 1.0))  # mean loss per real target
-                if deadline is not None and time.perf_counter() > deadline:
+                if deadline is not None and time.perf_counter() + reserve > deadline:
                     out_of_time = True  # the budget holds within an epoch too
                     break
             bar.close()
@@ -228,6 +229,7 @@ class SasrecEngine(Engine):
             if out_of_time and bar.done < len(batches):
                 rec["stopped_mid_epoch"] = True
             if val_hist is not None and (epoch % c.eval_every == 0 or epoch == c.epochs or out_of_time):
+                validating = time.perf_counter()
                 val, weights = evaluate(*val_hist), None
                 if average is not None:
                     # Validate the averaged weights too; `val_*` are the metrics of the better one.
@@ -242,6 +244,7 @@ class SasrecEngine(Engine):
                     best, best_weights, bad_checks, since_decay = rec["val_ndcg@10"], weights or net.get_weights(), 0, 0
                 else:
                     bad_checks, since_decay = bad_checks + 1, since_decay + 1
+                reserve = time.perf_counter() - validating
                 if c.lr_decay_factor < 1.0 and since_decay >= c.lr_decay_patience and epoch > c.lr_decay_after:
                     opt.learning_rate.assign(_value(opt.learning_rate) * c.lr_decay_factor)
                     since_decay = 0
@@ -250,7 +253,7 @@ class SasrecEngine(Engine):
                 on_epoch(epoch, rec)
             if val_hist is not None and bad_checks >= c.patience:
                 break
-            if out_of_time or (deadline is not None and time.perf_counter() > deadline):
+            if out_of_time or (deadline is not None and time.perf_counter() + reserve > deadline):
                 break
         self._train_state, self._snapshot = self._snapshot(), None
         if best_weights is not None:

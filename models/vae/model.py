@@ -16,6 +16,7 @@ needs neither cornac nor torch.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -31,6 +32,7 @@ from recdata.metrics import RankingEvaluator, mask_seen
 from recdata.schema import EventWeights, HistoryBatch
 
 ACTIVATIONS = ("tanh", "sigmoid", "relu", "elu")
+VALIDATION_BATCH = 1024  # users scored at once while validating (a batch x items float64 block)
 
 
 @dataclass
@@ -69,7 +71,8 @@ class VAEConfig:
     each check scores users x items, which at 10^5 items would cost more than the epoch it judges."""
     max_train_minutes: float = 0.0
     """Wall-clock budget of training (0: none). Checked after every gradient step, so it holds within an
-    epoch: the epoch in progress stops, is validated, and the best validated weights are kept."""
+    epoch: the epoch in progress stops, is validated, and the best validated weights are kept. The time a
+    validation takes is kept aside, so that the last one ends inside the budget too."""
     seed: int = 0
     """Seed for initialization, shuffling and dropout."""
     torch_threads: int = 0
@@ -221,8 +224,6 @@ class VAEEngine(Engine):
         `val_*` metrics every `eval_every` epochs, and `stopped: "budget"` on the epoch that ran out of
         `max_train_minutes`, which is cut short and validated). `self.params` always holds the weights
         to serve (the best validated epoch so far). `start_epoch` > 0 continues from `self.params`."""
-        import time
-
         import torch
         from cornac.models import VAECF
         from cornac.models.vaecf.vaecf import VAE
@@ -259,6 +260,9 @@ class VAEEngine(Engine):
         step = start_epoch * steps_per_epoch
         total_steps = steps_per_epoch * c.epochs
         deadline = time.monotonic() + 60 * c.max_train_minutes if c.max_train_minutes else None
+        # The budget keeps aside what validating takes (estimated from one timed batch, then measured), so
+        # that the validation after a cut still ends inside it.
+        reserve = self._validation_seconds(vae, *val_set) if deadline is not None and val_set is not None else 0.0
         for epoch in range(start_epoch + 1, c.epochs + 1):
             vae.train()
             total, seen, stopped = 0.0, 0, False
@@ -275,7 +279,7 @@ class VAEEngine(Engine):
                 step += 1
                 if on_step:
                     on_step(step, total_steps)
-                if deadline is not None and time.monotonic() >= deadline:
+                if deadline is not None and time.monotonic() + reserve >= deadline:
                     stopped = True
                     break
             row = {"epoch": epoch, "loss": total / seen, "beta": beta, **({"stopped": "budget"} if stopped else {})}
@@ -284,7 +288,9 @@ class VAEEngine(Engine):
                 self.params = current
             elif epoch % c.eval_every == 0 or epoch == c.epochs or stopped:
                 prev, self.params = self.params, current
+                started = time.monotonic()
                 row.update(self._validate(*val_set))
+                reserve = time.monotonic() - started
                 if row["val_recall@20"] > best:
                     best, row["best"] = row["val_recall@20"], True
                 else:
@@ -293,7 +299,7 @@ class VAEEngine(Engine):
                 self.params = current
             self.history.append(row)
             yield row
-            if stopped:
+            if stopped or (deadline is not None and time.monotonic() + reserve >= deadline):
                 return
 
     def _loss(self, vae, xb: sp.csr_matrix, beta: float, rng: np.random.Generator):
@@ -338,13 +344,21 @@ class VAEEngine(Engine):
         targets = tgt.groupby("uidx")["iidx"].apply(np.asarray).reindex(users).tolist()
         return hist, targets
 
+    def _validation_seconds(self, vae, hist: sp.csr_matrix, targets: list) -> float:
+        """What a validation will take, from one timed batch of it (the current weights)."""
+        prev, self.params = self.params, _numpy_state(vae)
+        started = time.monotonic()
+        self._validate(hist[:VALIDATION_BATCH], targets[:VALIDATION_BATCH])
+        self.params = prev
+        return (time.monotonic() - started) * -(-hist.shape[0] // VALIDATION_BATCH)
+
     def _validate(self, hist: sp.csr_matrix, targets: list) -> dict[str, float]:
         ev = RankingEvaluator(hist.shape[1], (10, 20))
-        for lo in range(0, hist.shape[0], 1024):
-            h = hist[lo:lo + 1024]
+        for lo in range(0, hist.shape[0], VALIDATION_BATCH):
+            h = hist[lo:lo + VALIDATION_BATCH]
             scores = self.decode(self.encode(self._preprocess(h.toarray()))).astype(np.float64)
             mask_seen(scores, np.split(h.indices, h.indptr[1:-1]))
-            ev.add(scores, targets[lo:lo + 1024])
+            ev.add(scores, targets[lo:lo + VALIDATION_BATCH])
         return {f"val_{k}": v for k, v in ev.result().items() if k != "users"}
 
     # -- artifact: numpy state_dict + the config in the manifest ---------------------------------

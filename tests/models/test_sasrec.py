@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -102,6 +103,25 @@ def test_budget_stops_training_mid_epoch_and_validates_at_the_stop(data):
     # Without a validation set the weights training reached are kept.
     alone = SasrecEngine(cfg, data.catalog).fit(data.train, progress=False)
     assert alone.history[0]["steps"] == 1 and np.isfinite(alone.score(HistoryBatch.of([[1, 2]]))).all()
+
+
+def test_budget_keeps_the_time_the_last_validation_takes(data, monkeypatch):
+    # One step an epoch (batch 64) and validations made to take 3 s, on a 5 s budget: after the first
+    # epoch and its validation (~4.5 s, the step traces the graph) another epoch's validation would end
+    # past the budget, so training stops; without the reserve it would run one more (ending at ~8 s).
+    real = SasrecEngine._evaluate
+
+    def slow(self, *args, **kw):
+        time.sleep(3.0)
+        return real(self, *args, **kw)
+
+    monkeypatch.setattr(SasrecEngine, "_evaluate", slow)
+    cfg = tiny_config(batch=64, epochs=10_000, eval_every=1, max_train_minutes=5 / 60)
+    started = time.monotonic()
+    eng = SasrecEngine(cfg, data.catalog).fit(data.train, data.interactions.select(VAL), progress=False)
+    took = time.monotonic() - started
+    assert eng.history[0]["steps"] == eng.history[0]["steps_per_epoch"] == 1 and "val_ndcg@10" in eng.history[-1]
+    assert took < 5.0 + 1.0, f"fit took {took:.2f} s on a 5 s budget ({len(eng.history)} epochs)"
 
 
 def test_validation_uses_a_fixed_random_sample_of_users(data):

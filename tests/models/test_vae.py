@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -182,3 +183,25 @@ def test_validation_during_training_uses_a_fixed_sample_of_users(loo_ds):
     again = eng._validation_set(X, loo_ds.interactions.select(VAL))
     assert hist.shape[0] == len(targets) == 10 and (hist != again[0]).nnz == 0
     assert all(len(t) == 1 for t in targets)  # each sampled user's own validation item
+
+
+def test_budget_keeps_the_time_the_last_validation_takes(loo_ds, monkeypatch):
+    # A validation made to take 0.6 s: without a reserve the fit would end one validation (0.6 s) past
+    # its 2-second budget; with it, training stops early enough for the validation of the cut epoch.
+    real_validate, real_estimate, budget_start = VAEEngine._validate, VAEEngine._validation_seconds, []
+
+    def slow(self, hist, targets):
+        time.sleep(0.6)
+        return real_validate(self, hist, targets)
+
+    def estimate(self, *args):  # called as the budget starts (after the data and the network are built)
+        budget_start.append(time.monotonic())
+        return real_estimate(self, *args)
+
+    monkeypatch.setattr(VAEEngine, "_validate", slow)
+    monkeypatch.setattr(VAEEngine, "_validation_seconds", estimate)
+    cfg = VAEConfig(epochs=10_000, **{**TINY, "batch_size": 4}, max_train_minutes=2 / 60)
+    eng = VAEEngine(cfg, loo_ds.catalog).fit(loo_ds.train, loo_ds.interactions.select(VAL))
+    took = time.monotonic() - budget_start[0]
+    assert eng.history[-1].get("stopped") == "budget" and "val_recall@20" in eng.history[-1]
+    assert took < 2.0 + 0.3, f"training and validation took {took:.2f} s on a 2 s budget"
