@@ -101,6 +101,7 @@ class SasrecEngine(Engine):
         gradients are all-reduced across its workers;
         `shard=(rank, world)`: this worker trains on every world-th user from `rank`."""
         c = self.config
+        started = time.perf_counter()  # the budget counts from here: the windows are part of the stage's time
         indptr, items, events = train.sequences()
         inp, ev, tgt = training_windows(indptr, items, events, c.max_len, c.train_windows == "all")
         if len(inp) == 0:
@@ -111,19 +112,21 @@ class SasrecEngine(Engine):
         val_hist = (self._val_histories(indptr, items, events, val, c.val_users, c.seed)
                     if val is not None else None)
         return self.fit_windows(inp, ev, tgt, val_hist, np.bincount(items, minlength=self.n_items), on_epoch=on_epoch,
-                                strategy=strategy, warm_start=warm_start, progress=progress)
+                                strategy=strategy, warm_start=warm_start, progress=progress, started=started)
 
     def fit_windows(self, inp: np.ndarray, ev: np.ndarray, tgt: np.ndarray, val_hist=None,
                     item_counts: np.ndarray | None = None, on_epoch: Callable[[int, dict], None] | None = None,
                     strategy=None, warm_start: bool = False, progress: bool = True,
-                    evaluate: Callable[[HistoryBatch, np.ndarray], dict] | None = None) -> "SasrecEngine":
+                    evaluate: Callable[[HistoryBatch, np.ndarray], dict] | None = None,
+                    started: float | None = None) -> "SasrecEngine":
         """`fit` on ready training windows -- this worker's share when data parallel (Ray Train feeds
         each worker its shard through Ray Data, trainers/train_sasrec.py): inputs, events, targets
         [W, L] as `training_windows` makes them; `val_hist`: (histories, targets) of the validation
         users; `item_counts`: training occurrences per item over all the data (the popularity samplers
         need them); `evaluate(histories, targets) -> metrics`: validation (default: `_evaluate`; data
         parallel: each worker scores its share of the validation users and the means are combined, so
-        every worker takes the same early-stopping decision)."""
+        every worker takes the same early-stopping decision); `started`: when the budget began (default:
+        now; `fit` passes its own start, so building the windows counts)."""
         c = self.config
         evaluate = evaluate or self._evaluate
         if len(inp) == 0:
@@ -173,8 +176,10 @@ class SasrecEngine(Engine):
         rng = np.random.default_rng(c.seed)
 
         best, best_weights, bad_checks, since_decay, step_no = -1.0, None, 0, 0, 0
-        reserve = 0.0  # what the last validation took: the budget keeps it for the one after a cut
-        started = time.perf_counter()
+        # The budget keeps aside what the last validation and the last step took, so that a cut's step and
+        # the validation after it end inside it.
+        reserve, step_seconds = 0.0, 0.0
+        started = started if started is not None else time.perf_counter()  # `fit` passes its own start
         deadline = started + 60 * c.max_train_minutes if c.max_train_minutes is not None else None
         done = len(self.history) if warm_start else 0
         if warm_start and self.history:
@@ -211,6 +216,7 @@ class SasrecEngine(Engine):
             batches = length_buckets(lengths, c.batch, c.max_len, rng)
             bar = EpochProgress(epoch, len(batches), enabled=progress)
             for rows, width in batches:
+                stepping = time.perf_counter()
                 step_no += 1
                 y_np = tgt[rows, -width:]
                 pos, w = real_positions(y_np)
@@ -220,7 +226,8 @@ class SasrecEngine(Engine):
                 if average is not None:
                     average.update()
                 bar.update(float(loss) * float(denom) / max(float(w.sum()), 1.0))  # mean loss per real target
-                if deadline is not None and time.perf_counter() + reserve > deadline:
+                step_seconds = time.perf_counter() - stepping
+                if deadline is not None and time.perf_counter() + reserve + step_seconds > deadline:
                     out_of_time = True  # the budget holds within an epoch too
                     break
             bar.close()
@@ -253,7 +260,7 @@ class SasrecEngine(Engine):
                 on_epoch(epoch, rec)
             if val_hist is not None and bad_checks >= c.patience:
                 break
-            if out_of_time or (deadline is not None and time.perf_counter() + reserve > deadline):
+            if out_of_time or (deadline is not None and time.perf_counter() + reserve + step_seconds > deadline):
                 break
         self._train_state, self._snapshot = self._snapshot(), None
         if best_weights is not None:

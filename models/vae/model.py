@@ -71,8 +71,9 @@ class VAEConfig:
     each check scores users x items, which at 10^5 items would cost more than the epoch it judges."""
     max_train_minutes: float = 0.0
     """Wall-clock budget of training (0: none). Checked after every gradient step, so it holds within an
-    epoch: the epoch in progress stops, is validated, and the best validated weights are kept. The time a
-    validation takes is kept aside, so that the last one ends inside the budget too."""
+    epoch: the epoch in progress stops, is validated, and the best validated weights are kept. It counts
+    from the start of `fit` and keeps aside what a validation and a step take, so that the last
+    validation ends inside it too."""
     seed: int = 0
     """Seed for initialization, shuffling and dropout."""
     torch_threads: int = 0
@@ -229,6 +230,8 @@ class VAEEngine(Engine):
         from cornac.models.vaecf.vaecf import VAE
 
         c = self.config
+        # The budget counts from here: building the matrix and the network is part of the stage's time.
+        deadline = time.monotonic() + 60 * c.max_train_minutes if c.max_train_minutes else None
         if self.catalog is not None and train.n_items != self.n_items:
             raise ValueError(f"train has {train.n_items} items but the catalog {self.n_items}")
         torch.manual_seed(c.seed + start_epoch)
@@ -259,15 +262,16 @@ class VAEEngine(Engine):
         best = max((r["val_recall@20"] for r in self.history if "val_recall@20" in r), default=-1.0)
         step = start_epoch * steps_per_epoch
         total_steps = steps_per_epoch * c.epochs
-        deadline = time.monotonic() + 60 * c.max_train_minutes if c.max_train_minutes else None
-        # The budget keeps aside what validating takes (estimated from one timed batch, then measured), so
-        # that the validation after a cut still ends inside it.
+        # The budget keeps aside what validating takes (estimated from one timed batch, then measured) and
+        # one more step (the last one's time): the validation after a cut still ends inside it.
         reserve = self._validation_seconds(vae, *val_set) if deadline is not None and val_set is not None else 0.0
+        step_seconds = 0.0
         for epoch in range(start_epoch + 1, c.epochs + 1):
             vae.train()
             total, seen, stopped = 0.0, 0, False
             order = rng.permutation(users)
             for lo in range(0, len(users), c.batch_size):
+                stepping = time.monotonic()
                 ids = order[lo:lo + c.batch_size]
                 beta = min(c.beta_max, c.beta_max * step / anneal)
                 loss = self._loss(vae, X[ids], beta, rng)
@@ -279,7 +283,8 @@ class VAEEngine(Engine):
                 step += 1
                 if on_step:
                     on_step(step, total_steps)
-                if deadline is not None and time.monotonic() + reserve >= deadline:
+                step_seconds = time.monotonic() - stepping
+                if deadline is not None and time.monotonic() + reserve + step_seconds >= deadline:
                     stopped = True
                     break
             row = {"epoch": epoch, "loss": total / seen, "beta": beta, **({"stopped": "budget"} if stopped else {})}
@@ -299,7 +304,7 @@ class VAEEngine(Engine):
                 self.params = current
             self.history.append(row)
             yield row
-            if stopped or (deadline is not None and time.monotonic() + reserve >= deadline):
+            if stopped or (deadline is not None and time.monotonic() + reserve + step_seconds >= deadline):
                 return
 
     def _loss(self, vae, xb: sp.csr_matrix, beta: float, rng: np.random.Generator):
