@@ -194,7 +194,7 @@ def prepare_ray(fmt: str, path: str | Path, folder: str | Path, key: str, split:
                 collapse_repeats: bool = True, buckets: int | None = None, chunksize: int = 500_000,
                 range_bytes: int | None = None, **load_kw) -> dict:
     """Prepare `path` on Ray Data into `folder` (Parquet shards + catalog + meta.json); returns the meta.
-    `buckets`: user (and item) hash buckets, each one task's worth of rows (default: ~500k rows each,
+    `buckets`: user hash buckets, each one task's worth of rows (default: ~500k rows each,
     at least one per CPU); `range_bytes`: a CSV is read by one task per this many bytes."""
     if fmt not in RAY_FORMATS:
         raise DataError(f"the Ray Data preparation reads {', '.join(RAY_FORMATS)} logs, not {fmt!r}; "
@@ -206,14 +206,10 @@ def prepare_ray(fmt: str, path: str | Path, folder: str | Path, key: str, split:
         raise DataError(f"the Ray Data preparation takes no loader options ({sorted(load_kw)}); use --engine pandas")
     if split not in ("loo", "users"):
         raise DataError(f"unknown split {split!r}; use loo or users")
-    _ensure_ray()
-    return _prepare(fmt, path, Path(folder), key, split, collapse_repeats, buckets, chunksize, range_bytes)
-
-
-def _prepare(fmt: str, path: str | Path, folder: Path, key: str, split: str, collapse_repeats: bool,
-             buckets: int | None, chunksize: int, range_bytes: int | None) -> dict:
     import ray
 
+    _ensure_ray()
+    folder = Path(folder)
     files = input_files(path)
     t0 = time.perf_counter()
 
