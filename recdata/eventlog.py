@@ -24,10 +24,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from recdata.csvrows import REES46_TIME
 from recdata.loaders import REES46_COLUMNS, load
 from recdata.schema import BadRowReport, DataError, EventLog
-
-REES46_TIME = "%Y-%m-%d %H:%M:%S UTC"
 
 
 def rees46_row(ts: float, event: str, item, user, session: str, details: dict | None = None) -> dict:
