@@ -231,6 +231,8 @@ class SasrecEngine(Engine):
                     out_of_time = True  # the budget holds within an epoch too
                     break
             bar.close()
+            if deadline is not None and time.perf_counter() + reserve + step_seconds > deadline and epoch < c.epochs:
+                out_of_time = True  # no time for another epoch: validate this one, it may be the best
             rec = {"epoch": epoch, "loss": bar.loss_sum / max(bar.done, 1), "epoch_seconds": time.perf_counter() - t0,
                    "lr": _value(opt.learning_rate), "steps": bar.done, "steps_per_epoch": len(batches)}
             if out_of_time and bar.done < len(batches):

@@ -222,9 +222,10 @@ class VAEEngine(Engine):
     def train_epochs(self, train: Interactions, val: Interactions | None = None, start_epoch: int = 0,
                      on_step: Callable[[int, int], None] | None = None):
         """Generator: trains one epoch per step and yields its log row ({epoch, loss, beta} plus
-        `val_*` metrics every `eval_every` epochs, and `stopped: "budget"` on the epoch that ran out of
-        `max_train_minutes`, which is cut short and validated). `self.params` always holds the weights
-        to serve (the best validated epoch so far). `start_epoch` > 0 continues from `self.params`."""
+        `val_*` metrics every `eval_every` epochs, and `stopped: "budget"` on the last epoch when
+        `max_train_minutes` ends training before `epochs`: that epoch, cut short or not, is validated).
+        `self.params` always holds the weights to serve (the best validated epoch so far).
+        `start_epoch` > 0 continues from `self.params`."""
         import torch
         from cornac.models import VAECF
         from cornac.models.vaecf.vaecf import VAE
@@ -287,7 +288,10 @@ class VAEEngine(Engine):
                 if deadline is not None and time.monotonic() + reserve + step_seconds >= deadline:
                     stopped = True
                     break
-            row = {"epoch": epoch, "loss": total / seen, "beta": beta, **({"stopped": "budget"} if stopped else {})}
+            out_of_time = deadline is not None and time.monotonic() + reserve + step_seconds >= deadline
+            if not stopped and out_of_time and epoch < c.epochs:
+                stopped = True  # the budget ends on the epoch's last step: validate it as a cut epoch
+            row = {"epoch": epoch, "loss": total / seen, "beta": beta}
             current = _numpy_state(vae)
             if val_set is None:
                 self.params = current
@@ -302,9 +306,13 @@ class VAEEngine(Engine):
                     self.params = prev
             elif self.params is None:
                 self.params = current
+            # Stopped on the budget: cut in the epoch, or no time left after it for one more step and validation.
+            out_of_time = deadline is not None and time.monotonic() + reserve + step_seconds >= deadline
+            if stopped or (out_of_time and epoch < c.epochs):
+                row["stopped"] = "budget"
             self.history.append(row)
             yield row
-            if stopped or (deadline is not None and time.monotonic() + reserve + step_seconds >= deadline):
+            if "stopped" in row:
                 return
 
     def _loss(self, vae, xb: sp.csr_matrix, beta: float, rng: np.random.Generator):
