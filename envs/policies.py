@@ -22,11 +22,10 @@ from __future__ import annotations
 from typing import Callable
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 from envs.shopping import HIST_SKIP, ShopperSim, SimConfig, logging_policy, run_episodes
 from envs.user_model import UserModel
-from models.dqn.prior import ResponsePrior, RewardTerms
+from models.dqn.prior import ResponsePrior, RewardTerms, one_thread
 from models.dqn.prior import response_features as prior_features
 from reccore.constants import CART, PURCHASE, VIEW
 
@@ -151,7 +150,7 @@ class ExpectedRevenueGreedy:
             raise ValueError(f"too few logged clicks ({click.sum()}) or conversions ({conv.sum()}) to fit the "
                              "response models; raise n_sessions")
         kw = dict(max_iter=max_iter, learning_rate=0.1, max_leaf_nodes=15, random_state=seed)
-        with threadpool_limits(1):
+        with one_thread():
             cm = HistGradientBoostingClassifier(**kw).fit(x, click)
             vm = HistGradientBoostingClassifier(**kw).fit(x[click], conv)
         rc = cfg.reward

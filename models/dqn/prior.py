@@ -24,11 +24,23 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 SKIP_EVENT = 3                     # history event code of a shown, not clicked item (network.SKIP; numpy-only here)
 TRUSTED_TYPES = ["sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"]
 N_EXTRA = 4                        # response features beyond the candidate features
+_THREADPOOLS: ThreadpoolController | None = None
+
+
+def one_thread():
+    """Context that runs the boosted models on one thread: OpenMP threads spin-wait on a shared CPU (~15x
+    slower here with 2). `threadpool_limits()` scans every loaded library on each entry -- ~4 ms with torch
+    and TensorFlow loaded, the larger part of a ranking request -- so the scan is done once, on first use
+    (by then scikit-learn's OpenMP runtime is loaded with the models)."""
+    global _THREADPOOLS
+    if _THREADPOOLS is None:
+        _THREADPOOLS = ThreadpoolController()
+    return _THREADPOOLS.limit(limits=1)
 
 
 @dataclass
@@ -106,7 +118,7 @@ class ResponsePrior:
         if b * k == 0:
             return np.zeros((b, k), np.float32)
         flat = x.reshape(b * k, f)
-        with threadpool_limits(1):  # OpenMP threads spin-wait on a shared CPU: ~15x slower here with 2
+        with one_thread():
             pc = self.click_model.predict_proba(flat)[:, 1].reshape(b, k)
             pq = self.convert_model.predict_proba(flat)[:, 1].reshape(b, k)
         t = self.terms
