@@ -1,10 +1,15 @@
-"""EASE discovery engine: fits through cornac, keeps the validation-best lambda, beats popularity on
-planted structure, scores a brand-new history, round-trips its artifact, refuses a catalog too big."""
+"""EASE discovery engine: the same B as cornac's EASE, keeps the validation-best lambda, beats popularity
+on planted structure, scores a brand-new history, round-trips its artifact, refuses a catalog too big,
+keeps its lambda grid inside the budget."""
+import time
+
 import numpy as np
 import pytest
 
 from models.base import Engine
 from models.ease import EaseConfig, EaseEngine
+from models.ease import model as ease_model
+from models.vae.model import to_cornac
 from models.popularity import PopularityEngine
 from recdata.dataset import VAL, prepare
 from recdata.evaluation import evaluate
@@ -57,3 +62,31 @@ def test_ease_lambda_grid_stops_on_its_budget(ds, capsys):
     assert "stopped on the 1e-06-minute budget after 1 of 3 fits" in capsys.readouterr().out
     with pytest.raises(ValueError, match="max_train_minutes"):
         EaseConfig(max_train_minutes=-1)
+
+
+def test_ease_weights_are_cornacs(ds):
+    from cornac.models import EASE
+
+    cfg = EaseConfig(lambdas=[3.0, 300.0])
+    for lamb in cfg.lambdas:
+        ours = EaseEngine(EaseConfig(lambdas=[lamb]), ds.catalog).fit(ds.train).B
+        theirs = EASE(lamb=lamb, posB=False, verbose=False).fit(to_cornac(ds.train, cfg.weights)).B
+        assert ours.dtype == np.float32 and np.allclose(ours, theirs, rtol=1e-4, atol=1e-6), lamb
+
+
+def test_ease_starts_no_fit_that_would_end_past_the_budget(ds, monkeypatch, capsys):
+    # Fits made to take 0.7 s on a 1.2 s budget: the second would end at ~1.4 s, so it never starts (the
+    # grid used to start it, and end one fit past the budget).
+    real = ease_model.ease_weights
+
+    def slow(gram, lamb):
+        time.sleep(0.7)
+        return real(gram, lamb)
+
+    monkeypatch.setattr(ease_model, "ease_weights", slow)
+    started = time.monotonic()
+    eng = EaseEngine(EaseConfig(lambdas=[30.0, 100.0], max_train_minutes=1.2 / 60), ds.catalog)
+    eng.fit(ds.train, ds.interactions.select(VAL))
+    took = time.monotonic() - started
+    assert [r["lambda"] for r in eng.history] == [30.0] and took < 1.2, took
+    assert "after 1 of 2 fits (one takes" in capsys.readouterr().out
