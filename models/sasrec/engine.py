@@ -19,16 +19,17 @@ import numpy as np
 import tensorflow as tf
 
 from models.base import Engine
-from models.sasrec.average import WeightAverage
 from models.sasrec import checkpoint as resumable  # not `checkpoint`: a method of that name
+from models.sasrec.average import WeightAverage
 from models.sasrec.config import SasrecConfig
 from models.sasrec.export import HIDDEN_FILE, TFLITE_FILE, export_retrieval, export_tflite
 from models.sasrec.losses import Sampler, real_positions
 from models.sasrec.model import SasrecNetwork, pad_histories, sequence_loss, training_windows
 from models.sasrec.progress import EpochProgress
+from reccore.constants import VALIDATION_MARGIN
 from recdata.dataset import Interactions
-from recdata.schema import HistoryBatch
 from recdata.metrics import RankingEvaluator, mask_seen
+from recdata.schema import HistoryBatch
 
 WEIGHTS_FILE = "sasrec.weights.h5"
 
@@ -253,7 +254,7 @@ class SasrecEngine(Engine):
                     best, best_weights, bad_checks, since_decay = rec["val_ndcg@10"], weights or net.get_weights(), 0, 0
                 else:
                     bad_checks, since_decay = bad_checks + 1, since_decay + 1
-                reserve = time.perf_counter() - validating
+                reserve = VALIDATION_MARGIN * (time.perf_counter() - validating)
                 if c.lr_decay_factor < 1.0 and since_decay >= c.lr_decay_patience and epoch > c.lr_decay_after:
                     opt.learning_rate.assign(_value(opt.learning_rate) * c.lr_decay_factor)
                     since_decay = 0

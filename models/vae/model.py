@@ -26,6 +26,7 @@ import scipy.sparse as sp
 
 from models.ann import AnnConfig, ann_config
 from models.base import Engine
+from reccore.constants import VALIDATION_MARGIN
 from recdata.dataset import VAL, VAL_FOLD_IN, Interactions
 from recdata.evaluation import sample_users
 from recdata.metrics import RankingEvaluator, mask_seen
@@ -263,9 +264,11 @@ class VAEEngine(Engine):
         best = max((r["val_recall@20"] for r in self.history if "val_recall@20" in r), default=-1.0)
         step = start_epoch * steps_per_epoch
         total_steps = steps_per_epoch * c.epochs
-        # The budget keeps aside what validating takes (estimated from one timed batch, then measured) and
-        # one more step (the last one's time): the validation after a cut still ends inside it.
-        reserve = self._validation_seconds(vae, *val_set) if deadline is not None and val_set is not None else 0.0
+        # The budget keeps aside what validating takes (estimated from one timed batch, then measured; times
+        # VALIDATION_MARGIN) and one more step (the last one's time): the validation after a cut ends inside it.
+        reserve = 0.0
+        if deadline is not None and val_set is not None:
+            reserve = VALIDATION_MARGIN * self._validation_seconds(vae, *val_set)
         step_seconds = 0.0
         for epoch in range(start_epoch + 1, c.epochs + 1):
             vae.train()
@@ -299,7 +302,7 @@ class VAEEngine(Engine):
                 prev, self.params = self.params, current
                 started = time.monotonic()
                 row.update(self._validate(*val_set))
-                reserve = time.monotonic() - started
+                reserve = VALIDATION_MARGIN * (time.monotonic() - started)
                 if row["val_recall@20"] > best:
                     best, row["best"] = row["val_recall@20"], True
                 else:
