@@ -205,3 +205,11 @@ def test_a_budget_that_ends_training_before_epsilon_anneals_is_called_out():
     assert "still be 0.94" in warn
     early = [(0, 1.0), (100_000, 0.05)]
     assert budget_ends_exploration(steps=3_000, seconds=10.0, budget_s=900, schedule=early) is None
+
+
+def test_an_iteration_starts_only_when_it_ends_inside_the_budget():
+    from trainers.train_dqn import next_iteration_fits
+
+    assert next_iteration_fits(40.0, 3.0, 45.0) and not next_iteration_fits(43.0, 3.0, 45.0)
+    assert not next_iteration_fits(46.0, 0.0, 45.0)          # spent: even the first would not start
+    assert next_iteration_fits(1e6, 10.0, None) and next_iteration_fits(1e6, 10.0, 0)  # no budget
