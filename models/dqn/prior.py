@@ -24,23 +24,19 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from threadpoolctl import ThreadpoolController
+
+from reccore.threads import ThreadLimit
 
 SKIP_EVENT = 3                     # history event code of a shown, not clicked item (network.SKIP; numpy-only here)
 TRUSTED_TYPES = ["sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"]
 N_EXTRA = 4                        # response features beyond the candidate features
-_THREADPOOLS: ThreadpoolController | None = None
+_THREADS = ThreadLimit()
 
 
 def one_thread():
-    """Context that runs the boosted models on one thread: OpenMP threads spin-wait on a shared CPU (~15x
-    slower here with 2). `threadpool_limits()` scans every loaded library on each entry -- ~4 ms with torch
-    and TensorFlow loaded, the larger part of a ranking request -- so the scan is done once, on first use
-    (by then scikit-learn's OpenMP runtime is loaded with the models)."""
-    global _THREADPOOLS
-    if _THREADPOOLS is None:
-        _THREADPOOLS = ThreadpoolController()
-    return _THREADPOOLS.limit(limits=1)
+    """Context that runs the boosted models on one thread (OpenMP threads spin-wait on a shared CPU: ~15x
+    slower here with 2); its library scan happens once, on the first call, after the models are loaded."""
+    return _THREADS(1)
 
 
 @dataclass

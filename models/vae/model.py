@@ -27,12 +27,14 @@ import scipy.sparse as sp
 from models.ann import AnnConfig, ann_config
 from models.base import Engine
 from reccore.constants import VALIDATION_MARGIN
+from reccore.threads import ThreadLimit
 from recdata.dataset import VAL, VAL_FOLD_IN, Interactions
 from recdata.evaluation import sample_users
 from recdata.metrics import RankingEvaluator, mask_seen
 from recdata.schema import EventWeights, HistoryBatch
 
 ACTIVATIONS = ("tanh", "sigmoid", "relu", "elu")
+_THREADS = ThreadLimit()  # validation's numpy BLAS held to torch_threads: on a shared CPU two threads ran slower
 VALIDATION_BATCH = 1024  # users scored at once while validating (a batch x items float64 block)
 
 
@@ -78,8 +80,8 @@ class VAEConfig:
     seed: int = 0
     """Seed for initialization, shuffling and dropout."""
     torch_threads: int = 0
-    """torch intra-op threads while training; 0 keeps torch's default. 1 is often fastest on a
-    shared, oversubscribed machine (idle threads spin-wait)."""
+    """torch intra-op threads while training, and numpy's BLAS threads while validating; 0 keeps the
+    defaults. 1 is often fastest on a shared, oversubscribed machine (idle threads spin-wait)."""
     ann: AnnConfig = field(default_factory=AnnConfig)
     """Top-k retrieval: exact below `ann.min_items` catalog items, a FAISS HNSW index above (models/ann.py)."""
 
@@ -268,7 +270,8 @@ class VAEEngine(Engine):
         # VALIDATION_MARGIN) and one more step (the last one's time): the validation after a cut ends inside it.
         reserve = 0.0
         if deadline is not None and val_set is not None:
-            reserve = VALIDATION_MARGIN * self._validation_seconds(vae, *val_set)
+            with _THREADS(c.torch_threads):
+                reserve = VALIDATION_MARGIN * self._validation_seconds(vae, *val_set)
         step_seconds = 0.0
         for epoch in range(start_epoch + 1, c.epochs + 1):
             vae.train()
@@ -301,7 +304,8 @@ class VAEEngine(Engine):
             elif epoch % c.eval_every == 0 or epoch == c.epochs or stopped:
                 prev, self.params = self.params, current
                 started = time.monotonic()
-                row.update(self._validate(*val_set))
+                with _THREADS(c.torch_threads):  # numpy's BLAS on the stage's threads, as training
+                    row.update(self._validate(*val_set))
                 reserve = VALIDATION_MARGIN * (time.monotonic() - started)
                 if row["val_recall@20"] > best:
                     best, row["best"] = row["val_recall@20"], True
