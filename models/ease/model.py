@@ -26,7 +26,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from models.base import Engine
-from models.vae.model import interaction_matrix
+from models.vae.data import interaction_matrix
 from reccore.progress import Progress
 from recdata import evaluation
 from recdata.dataset import VAL, VAL_FOLD_IN, Interactions

@@ -9,7 +9,7 @@ import pytest
 from models.base import Engine
 from models.ease import EaseConfig, EaseEngine
 from models.ease import model as ease_model
-from models.vae.model import to_cornac
+from models.vae.data import to_cornac
 from models.popularity import PopularityEngine
 from recdata.dataset import VAL, prepare
 from recdata.evaluation import evaluate
