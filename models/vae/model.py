@@ -244,6 +244,10 @@ class VAEEngine(Engine):
             with _THREADS(c.torch_threads):
                 reserve = VALIDATION_MARGIN * self._validation_seconds(vae, *val_set)
         step_seconds = 0.0
+
+        def out_of_time() -> bool:  # no room left for one more step and the validation after it
+            return deadline is not None and time.monotonic() + reserve + step_seconds >= deadline
+
         for epoch in range(start_epoch + 1, c.epochs + 1):
             vae.train()
             total, seen, stopped = 0.0, 0, False
@@ -262,11 +266,10 @@ class VAEEngine(Engine):
                 if on_step:
                     on_step(step, total_steps)
                 step_seconds = time.monotonic() - stepping
-                if deadline is not None and time.monotonic() + reserve + step_seconds >= deadline:
+                if out_of_time():
                     stopped = True
                     break
-            out_of_time = deadline is not None and time.monotonic() + reserve + step_seconds >= deadline
-            if not stopped and out_of_time and epoch < c.epochs:
+            if not stopped and out_of_time() and epoch < c.epochs:
                 stopped = True  # the budget ends on the epoch's last step: validate it as a cut epoch
             row = {"epoch": epoch, "loss": total / seen, "beta": beta}
             current = _numpy_state(vae)
@@ -285,8 +288,7 @@ class VAEEngine(Engine):
             elif self.params is None:
                 self.params = current
             # Stopped on the budget: cut in the epoch, or no time left after it for one more step and validation.
-            out_of_time = deadline is not None and time.monotonic() + reserve + step_seconds >= deadline
-            if stopped or (out_of_time and epoch < c.epochs):
+            if stopped or (out_of_time() and epoch < c.epochs):
                 row["stopped"] = "budget"
             self.history.append(row)
             yield row
